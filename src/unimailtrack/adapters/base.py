@@ -1,0 +1,467 @@
+"""What every adapter is, and the machinery they all share.
+
+An adapter knows one provider and nothing of the store. Sending is split into pure parts:
+``build_calls(email, recipients)`` turns an e-mail into provider requests, each with a pure
+``interpret(response)``; the shells here move them through the transport seam, retry what is
+retryable, and run a bulk send's requests concurrently on the async path. Sync and async
+share everything but the sending and the sleeping.
+
+Webhooks: ``verify_webhook`` checks authenticity (failing closed) and ``parse_webhook`` maps the
+provider's vocabulary onto ``EmailEvent`` without I/O. The helpers below keep the details that
+every provider shares (header look-up, digests, clocks, logging of why a signature failed) in
+one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+import httpx
+
+from unimailtrack import _constants as C
+from unimailtrack._http import (
+    AiohttpTransport,
+    AsyncTransport,
+    HttpxAsyncTransport,
+    HttpxTransport,
+    RetryPolicy,
+    SyncTransport,
+    acall_with_retry,
+    call_with_retry,
+    parse_retry_after,
+)
+from unimailtrack.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    FieldError,
+    InvalidRequest,
+    NotPermitted,
+    PayloadTooLarge,
+    ProviderUnavailable,
+    RateLimited,
+    SendError,
+    SignatureError,
+)
+from unimailtrack.model import (
+    Address,
+    DeliveryStatus,
+    Email,
+    EmailEvent,
+    EventType,
+    RecipientResult,
+    SendResult,
+    new_tracking_id,
+)
+
+if TYPE_CHECKING:
+    from unimailtrack.config import Dsn
+
+__all__ = [
+    "Adapter",
+    "Call",
+    "Delivery",
+    "Recipient",
+    "error_for_status",
+    "event_digest",
+    "from_unix",
+    "lower_headers",
+    "signature_failure",
+    "unknown_event",
+]
+
+UTC = UTC
+webhook_log = logging.getLogger("unimailtrack.webhooks")
+send_log = logging.getLogger("unimailtrack.send")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One recipient of a send and the tracking id its copy carries."""
+
+    address: Address
+    tracking_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One provider request covering some recipients, and how to read its response.
+
+    ``interpret`` is pure: it returns one ``RecipientResult`` per recipient of the call, or
+    raises a ``SendError`` that says why the provider did not take it.
+    """
+
+    request: httpx.Request
+    recipients: tuple[Recipient, ...]
+    interpret: Callable[[httpx.Response], list[RecipientResult]]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What a delivery attempt produced: a result per recipient and the errors met."""
+
+    results: list[RecipientResult] = field(default_factory=list)
+    errors: list[SendError] = field(default_factory=list)
+
+
+class Adapter(ABC):
+    """The interface every provider adapter implements (contract).
+
+    Subclasses set ``name`` and implement ``build_calls``, ``verify_webhook``,
+    ``parse_webhook`` and ``from_dsn``. ``verify_webhooks=False`` turns signature checks off
+    explicitly (for replays of trusted data); otherwise every check fails closed.
+    """
+
+    name: ClassVar[str]
+    dsn_options: ClassVar[frozenset[str]] = frozenset()
+    """Provider-specific DSN query options this adapter understands."""
+
+    def __init__(
+        self,
+        *,
+        transport: SyncTransport | None = None,
+        async_transport: AsyncTransport | str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = C.DEFAULT_TIMEOUT,
+        max_concurrency: int = C.DEFAULT_MAX_CONCURRENCY,
+        verify_webhooks: bool = True,
+    ) -> None:
+        self._transport = transport
+        self._async_transport: AsyncTransport | None = None
+        self._async_transport_kind = "httpx"
+        if isinstance(async_transport, str):
+            if async_transport not in ("httpx", "aiohttp"):
+                raise ConfigurationError(
+                    f"unknown async transport {async_transport!r}; use 'httpx' or 'aiohttp'"
+                )
+            self._async_transport_kind = async_transport
+        elif async_transport is not None:
+            self._async_transport = async_transport
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.timeout = timeout
+        self.max_concurrency = max(1, max_concurrency)
+        self.verify_webhooks = verify_webhooks
+
+    # ------------------------------------------------------------------ configuration
+
+    @classmethod
+    @abstractmethod
+    def from_dsn(cls, dsn: Dsn, *, env: Mapping[str, str] | None = None) -> Self:
+        """Build the adapter from a parsed DSN (``sendgrid://KEY@default?...``)."""
+
+    @staticmethod
+    def common_options(dsn: Dsn) -> dict[str, Any]:
+        """Keyword arguments every adapter accepts, read from the DSN's query."""
+        opts: dict[str, Any] = {}
+        if "transport" in dsn.options:
+            opts["async_transport"] = dsn.options["transport"]
+        if "timeout" in dsn.options:
+            opts["timeout"] = dsn.float_option("timeout")
+        if "max_retries" in dsn.options:
+            opts["retry"] = RetryPolicy(max_retries=dsn.int_option("max_retries"))
+        if "max_concurrency" in dsn.options:
+            opts["max_concurrency"] = dsn.int_option("max_concurrency")
+        if "verify_webhooks" in dsn.options:
+            opts["verify_webhooks"] = dsn.bool_option("verify_webhooks")
+        return opts
+
+    # ------------------------------------------------------------------ transports
+
+    @property
+    def transport(self) -> SyncTransport:
+        if self._transport is None:
+            self._transport = HttpxTransport(timeout=self.timeout)
+        return self._transport
+
+    @property
+    def async_transport(self) -> AsyncTransport:
+        if self._async_transport is None:
+            if self._async_transport_kind == "aiohttp":
+                self._async_transport = AiohttpTransport(
+                    timeout=self.timeout, limit=self.max_concurrency
+                )
+            else:
+                self._async_transport = HttpxAsyncTransport(
+                    client=httpx.AsyncClient(
+                        timeout=self.timeout,
+                        limits=httpx.Limits(max_connections=self.max_concurrency),
+                    )
+                )
+        return self._async_transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    async def aclose(self) -> None:
+        if self._async_transport is not None:
+            await self._async_transport.aclose()
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ sending
+
+    @abstractmethod
+    def build_calls(self, email: Email, recipients: Sequence[Recipient]) -> list[Call]:
+        """The provider requests that send ``email`` to ``recipients`` (pure)."""
+
+    async def abuild_calls(self, email: Email, recipients: Sequence[Recipient]) -> list[Call]:
+        """``build_calls`` for the async path; override when building may block (credentials)."""
+        return self.build_calls(email, recipients)
+
+    @staticmethod
+    def plan(email: Email) -> list[Recipient]:
+        """A fresh tracking id for every recipient of ``email``, in order."""
+        return [Recipient(address, new_tracking_id()) for address in email.recipients()]
+
+    def _run(self, call: Call) -> list[RecipientResult]:
+        return call.interpret(self.transport.send(call.request))
+
+    async def _arun(self, call: Call) -> list[RecipientResult]:
+        return call.interpret(await self.async_transport.send(call.request))
+
+    def _settle(
+        self, call: Call, outcome: list[RecipientResult] | SendError, delivery: Delivery
+    ) -> None:
+        if isinstance(outcome, SendError):
+            if outcome.provider is None:
+                outcome.provider = self.name
+            send_log.warning(
+                "%s did not take a request for %d recipient(s): %s",
+                self.name,
+                len(call.recipients),
+                outcome,
+            )
+            delivery.errors.append(outcome)
+            delivery.results.extend(
+                RecipientResult(
+                    recipient=r.address.email,
+                    tracking_id=r.tracking_id,
+                    status=DeliveryStatus.FAILED,
+                    provider=self.name,
+                    error=str(outcome),
+                )
+                for r in call.recipients
+            )
+        else:
+            delivery.results.extend(outcome)
+
+    def deliver(self, email: Email, recipients: Sequence[Recipient]) -> Delivery:
+        """Send ``email`` to ``recipients``; never raises for a provider failure, which is
+        reported per recipient and in ``Delivery.errors``."""
+        delivery = Delivery()
+        if not recipients:
+            return delivery
+        for call in self.build_calls(email, recipients):
+            outcome: list[RecipientResult] | SendError
+            try:
+                outcome = call_with_retry(self.retry, lambda c=call: self._run(c))  # type: ignore[misc]
+            except SendError as exc:
+                outcome = exc
+            self._settle(call, outcome, delivery)
+        return delivery
+
+    async def adeliver(self, email: Email, recipients: Sequence[Recipient]) -> Delivery:
+        """The async twin of ``deliver``: a bulk send's requests run concurrently, at most
+        ``max_concurrency`` in flight."""
+        delivery = Delivery()
+        if not recipients:
+            return delivery
+        calls = await self.abuild_calls(email, recipients)
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def run(call: Call) -> list[RecipientResult] | SendError:
+            async with gate:
+                try:
+                    return await acall_with_retry(self.retry, lambda: self._arun(call))
+                except SendError as exc:
+                    return exc
+
+        outcomes = await asyncio.gather(*(run(c) for c in calls))
+        for call, outcome in zip(calls, outcomes, strict=True):
+            self._settle(call, outcome, delivery)
+        return delivery
+
+    def _result(self, delivery: Delivery, bulk_id: str | None) -> SendResult:
+        if delivery.errors and not any(
+            r.status is DeliveryStatus.ACCEPTED for r in delivery.results
+        ):
+            raise delivery.errors[0]
+        return SendResult(bulk_id=bulk_id or new_tracking_id(), recipients=delivery.results)
+
+    def send(self, email: Email) -> SendResult:
+        """Send ``email``, one tracked copy per recipient (contract). Raises the provider's
+        ``SendError`` when no recipient was accepted."""
+        return self._result(self.deliver(email, self.plan(email)), None)
+
+    async def asend(self, email: Email) -> SendResult:
+        """The async twin of ``send`` (contract)."""
+        return self._result(await self.adeliver(email, self.plan(email)), None)
+
+    # ------------------------------------------------------------------ webhooks
+
+    @abstractmethod
+    def verify_webhook(
+        self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
+    ) -> None:
+        """Raise ``SignatureError`` unless the request is authentic and fresh (contract)."""
+
+    @classmethod
+    @abstractmethod
+    def parse_webhook_body(
+        cls, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> list[EmailEvent]:
+        """Map a webhook body onto canonical events without credentials; pure, no I/O, raises
+        only ``PayloadError``. ``unimailtrack.parse_webhook(name, ...)`` calls this."""
+
+    def parse_webhook(
+        self, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> list[EmailEvent]:
+        """Map a webhook body onto canonical events (contract); pure, raises only
+        ``PayloadError``."""
+        return self.parse_webhook_body(body, headers)
+
+    def unwrap(
+        self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
+    ) -> list[EmailEvent]:
+        """Verify, then parse: the one call a webhook endpoint needs."""
+        self.verify_webhook(body, headers, now=now)
+        return self.parse_webhook(body, headers)
+
+    def _verification_disabled(self) -> bool:
+        if not self.verify_webhooks:
+            webhook_log.debug("%s: webhook verification is turned off by configuration", self.name)
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def lower_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Headers with lower-cased names, for case-insensitive look-up."""
+    if not headers:
+        return {}
+    if isinstance(headers, httpx.Headers):
+        return {k.lower(): v for k, v in headers.items()}
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def event_digest(*parts: str | bytes) -> str:
+    """A deterministic id for an event that has none of its own (32 hex digits)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass") if isinstance(part, str) else part
+        h.update(len(data).to_bytes(4, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def from_unix(value: Any) -> datetime:
+    """A timezone-aware UTC datetime from unix seconds (int, float or numeric string)."""
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def is_fresh(timestamp: float, now: datetime | None, tolerance: timedelta) -> bool:
+    """True when ``timestamp`` is within ``tolerance`` of ``now``, in either direction."""
+    clock = (now or datetime.now(UTC)).timestamp()
+    return abs(clock - timestamp) <= tolerance.total_seconds()
+
+
+def signature_failure(provider: str, why: str) -> SignatureError:
+    """The one error every signature failure raises; ``why`` is logged for the operator only."""
+    webhook_log.warning("%s webhook refused: %s", provider, why)
+    return SignatureError(provider=provider)
+
+
+def unknown_event(
+    provider: str,
+    raw: Any,
+    reason: str,
+    *,
+    provider_event: str = "",
+    recipient: str = "",
+    timestamp: datetime | None = None,
+    digest_source: bytes | str = b"",
+) -> EmailEvent:
+    """An event that could not be mapped: kept whole as ``unknown`` with the reason why."""
+    raw_dict = raw if isinstance(raw, dict) else {"value": raw}
+    return EmailEvent(
+        provider=provider,
+        type=EventType.UNKNOWN,
+        provider_event=provider_event,
+        recipient=recipient,
+        event_id=event_digest(provider, digest_source or repr(raw), recipient),
+        timestamp=timestamp or datetime(1970, 1, 1, tzinfo=UTC),
+        reason=reason,
+        raw=raw_dict,
+    )
+
+
+def error_for_status(
+    provider: str,
+    response: httpx.Response,
+    message: str,
+    *,
+    field_errors: Iterable[FieldError] = (),
+    forbidden_is_permission: bool = False,
+) -> SendError:
+    """The ``SendError`` subclass for an HTTP error status; ``message`` is the provider's text."""
+    status = response.status_code
+    detail = message or None
+    kwargs: dict[str, Any] = {"provider": provider, "status": status, "detail": detail}
+    if status == 413:
+        return PayloadTooLarge(
+            "the request is larger than the provider accepts; send smaller attachments",
+            field_errors=list(field_errors),
+            **kwargs,
+        )
+    if status in (400, 404, 405, 409, 415, 422):
+        return InvalidRequest(
+            "the provider refused the request as invalid; correct the e-mail",
+            field_errors=list(field_errors),
+            **kwargs,
+        )
+    if status == 401 or (status == 403 and not forbidden_is_permission):
+        return AuthenticationError(
+            "the provider refused the credentials; check the API key in the DSN", **kwargs
+        )
+    if status in (402, 403):
+        return NotPermitted(
+            "the account or sending domain may not send; check it in the provider's console",
+            **kwargs,
+        )
+    if status == 429:
+        retry_after = parse_retry_after(
+            response.headers.get("retry-after") or response.headers.get("x-ratelimit-reset")
+        )
+        return RateLimited(
+            "the provider is rate limiting requests; slow down", retry_after=retry_after, **kwargs
+        )
+    if status >= 500:
+        return ProviderUnavailable(
+            "the provider failed to handle the request; it will be retried if retries remain",
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+            **kwargs,
+        )
+    return SendError(f"the provider answered HTTP {status}", **kwargs)

@@ -1,0 +1,241 @@
+"""The exceptions unimailtrack raises.
+
+Every exception derives from :class:`UnimailtrackError`, so one ``except`` clause catches them
+all. The tree::
+
+    UnimailtrackError
+    ├── ConfigurationError          a DSN, option or key is missing or malformed
+    │   └── MissingDependency       an optional extra is not installed
+    ├── InvalidAddress (ValueError) an e-mail address cannot be used
+    ├── SendError                   a provider did not take a send request
+    │   ├── InvalidRequest          the provider refused the request as malformed (4xx)
+    │   │   └── PayloadTooLarge     the request was over the provider's size limit (413)
+    │   ├── AuthenticationError     the credentials were refused (401/403)
+    │   ├── NotPermitted            the account or domain may not send (402/403, suspended)
+    │   ├── RateLimited             the provider asked us to slow down (429); retryable
+    │   ├── ProviderUnavailable     5xx, timeouts, connection errors; retryable
+    │   ├── RecipientSuppressed     the address is on the suppression list
+    │   └── AllProvidersFailed      every configured provider failed
+    └── WebhookError                a webhook request cannot be trusted or read
+        ├── SignatureError          not authentic, not fresh, or replayed
+        └── PayloadError            the body cannot be read
+
+Every error carries ``provider`` (which adapter raised it), ``status`` (the HTTP status, when
+there was a response) and ``detail`` (the provider's own error text), and its message says
+what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = [
+    "AllProvidersFailed",
+    "AuthenticationError",
+    "ConfigurationError",
+    "FieldError",
+    "InvalidAddress",
+    "InvalidRequest",
+    "MissingDependency",
+    "NotPermitted",
+    "PayloadError",
+    "PayloadTooLarge",
+    "ProviderUnavailable",
+    "RateLimited",
+    "RecipientSuppressed",
+    "SendError",
+    "SignatureError",
+    "UnimailtrackError",
+    "WebhookError",
+]
+
+
+class UnimailtrackError(Exception):
+    """Base class of every error raised by unimailtrack."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+        self.detail = detail
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.provider:
+            parts.append(f"provider={self.provider}")
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.detail:
+            parts.append(f"detail={self.detail!r}")
+        return parts[0] if len(parts) == 1 else f"{parts[0]} ({', '.join(parts[1:])})"
+
+
+class ConfigurationError(UnimailtrackError):
+    """A DSN, option or key is missing or malformed. Fix the configuration and retry."""
+
+
+class MissingDependency(ConfigurationError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, package: str, extra: str, *, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the {package!r} package: pip install 'unimailtrack[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class InvalidAddress(UnimailtrackError, ValueError):
+    """An e-mail address is malformed. ``address`` is what was given, ``problem`` why."""
+
+    def __init__(self, address: str, problem: str) -> None:
+        super().__init__(f"invalid e-mail address {address!r}: {problem}")
+        self.address = address
+        self.problem = problem
+
+
+class SendError(UnimailtrackError):
+    """A provider did not take a send request.
+
+    ``retryable`` tells whether sending the same request again later may succeed.
+    """
+
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One field-level complaint from a provider (``field`` may be None)."""
+
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidRequest(SendError):
+    """The provider refused the request as malformed. Correct the e-mail; do not retry as is."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+        field_errors: Sequence[FieldError] = (),
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, detail=detail)
+        self.field_errors: tuple[FieldError, ...] = tuple(field_errors)
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if not self.field_errors:
+            return base
+        return base + "; " + "; ".join(str(f) for f in self.field_errors)
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request was over the provider's size limit: send fewer or smaller attachments."""
+
+
+class AuthenticationError(SendError):
+    """The provider refused the credentials: check the API key in the DSN."""
+
+
+class NotPermitted(SendError):
+    """The account or sending domain may not send (unverified, suspended, paused, unpaid)."""
+
+
+class RateLimited(SendError):
+    """The provider asked to slow down. ``retry_after`` is in seconds, when it said."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = 429,
+        detail: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, detail=detail)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(SendError):
+    """The provider failed or could not be reached (5xx, timeout, connection). Retry later."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, detail=detail)
+        self.retry_after = retry_after
+
+
+class RecipientSuppressed(SendError):
+    """The address is on the suppression list; correct it or un-suppress it to send again."""
+
+    def __init__(self, address: str, *, reason: str | None, since: datetime | None) -> None:
+        when = f" since {since.isoformat()}" if since else ""
+        super().__init__(
+            f"{address} is suppressed{when} ({reason or 'no reason recorded'}); "
+            "correct the address or call tracker.unsuppress() to send to it again"
+        )
+        self.address = address
+        self.reason = reason
+        self.since = since
+
+
+class AllProvidersFailed(SendError):
+    """Every configured provider failed; ``errors`` holds each provider's error in order."""
+
+    def __init__(self, errors: Sequence[SendError]) -> None:
+        summary = "; ".join(f"{e.provider or '?'}: {e.message}" for e in errors)
+        super().__init__(f"every provider failed to send ({summary})")
+        self.errors: tuple[SendError, ...] = tuple(errors)
+        self.retryable = bool(errors) and all(e.retryable for e in errors)
+
+
+class WebhookError(UnimailtrackError):
+    """A webhook request cannot be trusted or read."""
+
+
+class SignatureError(WebhookError):
+    """The webhook request is not authentic, not fresh, or was seen before.
+
+    The message is the same for every cause so that a caller learns nothing about which check
+    failed; the cause is logged on the ``unimailtrack.webhooks`` logger for the operator.
+    """
+
+    def __init__(self, *, provider: str | None = None) -> None:
+        super().__init__(
+            "webhook signature verification failed: check the webhook signing key configured "
+            "for this provider",
+            provider=provider,
+        )
+
+
+class PayloadError(WebhookError):
+    """The webhook body cannot be read as a whole (not JSON, wrong shape, missing a field)."""

@@ -32,7 +32,6 @@ __all__ = [
     "rank",
 ]
 
-UTC = UTC
 DEFAULT_DEFERRED_EXPIRY = timedelta(hours=72)
 EXPIRED_REASON = "expired"
 

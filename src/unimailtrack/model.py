@@ -13,7 +13,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email.headerregistry import Address as _HeaderAddress
 from email.utils import getaddresses
 from enum import StrEnum
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "TRACKING_KEY",
     "Address",
     "Attachment",
     "BounceKind",
@@ -51,8 +52,6 @@ __all__ = [
     "new_tracking_id",
     "suppression_key",
 ]
-
-UTC = UTC
 
 
 class EventType(StrEnum):
@@ -193,6 +192,11 @@ def dedupe_key(address: str) -> str:
     """The key two addresses of one send are compared by to find duplicates."""
     return address.strip().casefold()
 
+
+TRACKING_KEY = "unimailtrack_id"
+"""The name under which an adapter sends a recipient's tracking id to the provider (a custom
+arg, a ``v:`` variable, a message tag) and finds it again in that provider's events. Adapters
+remove it from ``EmailEvent.metadata`` and put it in ``EmailEvent.tracking_id``."""
 
 _TRACKING_RANDOM_BITS = 80
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import httpx
 
@@ -67,6 +68,8 @@ __all__ = [
     "Adapter",
     "Call",
     "Delivery",
+    "InMemoryNonceStore",
+    "NonceStore",
     "Recipient",
     "error_for_status",
     "event_digest",
@@ -76,7 +79,6 @@ __all__ = [
     "unknown_event",
 ]
 
-UTC = UTC
 webhook_log = logging.getLogger("unimailtrack.webhooks")
 send_log = logging.getLogger("unimailtrack.send")
 
@@ -351,8 +353,52 @@ class Adapter(ABC):
             return True
         return False
 
+    @classmethod
+    def message_key(cls, message_id: str) -> str:
+        """The part of an event's ``message_id`` that equals the message id a send returned.
+
+        Most providers report the same id in both places; one that decorates its event ids
+        (SendGrid appends a filter suffix) overrides this so the tracker can join an event to
+        its send when the event carries no tracking id."""
+        return message_id
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"
+
+
+# --------------------------------------------------------------------------- replay guard
+
+
+class NonceStore(Protocol):
+    """Remembers webhook tokens so a replayed request is refused (shared across processes when
+    the tracker provides it)."""
+
+    def add_if_absent(self, key: str, expires_at: datetime) -> bool:
+        """Remember ``key`` until ``expires_at``; True when it was new, False when it was
+        already remembered (a replay). Must be atomic."""
+        ...
+
+
+class InMemoryNonceStore:
+    """The default ``NonceStore``: one process, bounded, expired keys pruned on the way."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._keys: dict[str, datetime] = {}
+        self._max_keys = max_keys
+        self._lock = threading.Lock()
+
+    def add_if_absent(self, key: str, expires_at: datetime) -> bool:
+        now = datetime.now(UTC)
+        with self._lock:
+            known = self._keys.get(key)
+            if known is not None and known > now:
+                return False
+            if len(self._keys) >= self._max_keys:
+                self._keys = {k: v for k, v in self._keys.items() if v > now}
+                while len(self._keys) >= self._max_keys:  # still full: forget the oldest
+                    del self._keys[next(iter(self._keys))]
+            self._keys[key] = expires_at
+            return True
 
 
 # --------------------------------------------------------------------------- helpers

@@ -30,9 +30,16 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/python -m unimailtrack.demo
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[all,dev,bench]'
-	$(BIN)/python bench/parse.py
+# The benchmarks compare against django-anymail, which lives only in its own environment.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[all,dev,bench]'
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/parse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -160,9 +160,11 @@ def parse_dsn(text: str) -> Dsn | CombinedDsn:
 
 def _parse_one(text: str) -> Dsn:
     if "://" not in text:
+        # Without "://" nothing tells credentials from the rest: quote only the scheme part.
+        head = text.split(":", 1)[0][:20]
         raise ConfigurationError(
-            f"{_mask(text)!r} is not a DSN: expected scheme://[credentials@]host[?options], "
-            "e.g. sendgrid://API_KEY@default"
+            f"the DSN starting {head!r} is not a DSN: expected "
+            "scheme://[credentials@]host[?options], e.g. sendgrid://API_KEY@default"
         )
     scheme = text.split("://", 1)[0].lower()
     if not _SCHEME.match(scheme):

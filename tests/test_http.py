@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from unimailtrack import ProviderUnavailable, RateLimited, SendError
+from unimailtrack._http import (
+    AiohttpTransport,
+    HttpxAsyncTransport,
+    HttpxTransport,
+    RetryPolicy,
+    acall_with_retry,
+    call_with_retry,
+    parse_retry_after,
+    retry_delay,
+)
+
+POLICY = RetryPolicy(max_retries=3, initial_delay=0.5, max_delay=8.0, max_retry_after=60)
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    err = ProviderUnavailable("down")
+    assert retry_delay(POLICY, 1, err, rng=lambda: 0.0) == 0.5
+    assert retry_delay(POLICY, 2, err, rng=lambda: 0.0) == 1.0
+    assert retry_delay(POLICY, 3, err, rng=lambda: 1.0) == pytest.approx(2.0 * 0.75)
+    long = RetryPolicy(max_retries=10)
+    assert retry_delay(long, 10, err, rng=lambda: 0.0) == 8.0
+    assert retry_delay(POLICY, 4, err) is None
+
+
+def test_only_retryable_errors_retry() -> None:
+    assert retry_delay(POLICY, 1, SendError("bad")) is None
+    assert retry_delay(POLICY, 1, ValueError("x")) is None
+
+
+def test_retry_after_is_honoured_up_to_a_bound() -> None:
+    assert retry_delay(POLICY, 1, RateLimited("slow", retry_after=7)) == 7
+    assert retry_delay(POLICY, 1, RateLimited("slow", retry_after=600)) is None
+
+
+def test_parse_retry_after_forms() -> None:
+    assert parse_retry_after("12") == 12
+    assert parse_retry_after("1700000100", now=1700000000) == 100
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470) == 10
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_call_with_retry_sleeps_between_attempts() -> None:
+    outcomes: list[object] = [ProviderUnavailable("a"), RateLimited("b", retry_after=3), "ok"]
+    slept: list[float] = []
+
+    def attempt() -> str:
+        item = outcomes.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return str(item)
+
+    assert call_with_retry(POLICY, attempt, sleep=slept.append) == "ok"
+    assert len(slept) == 2
+    assert slept[1] == 3
+
+
+def test_async_retry_gives_up_after_the_budget() -> None:
+    calls = 0
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        raise ProviderUnavailable("down")
+
+    async def nosleep(_: float) -> None:
+        return None
+
+    with pytest.raises(ProviderUnavailable):
+        asyncio.run(acall_with_retry(RetryPolicy(max_retries=2), attempt, sleep=nosleep))
+    assert calls == 3
+
+
+def test_httpx_transports_map_network_errors() -> None:
+    def boom(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("slow", request=request)
+
+    sync = HttpxTransport(httpx.Client(transport=httpx.MockTransport(boom)))
+    with pytest.raises(ProviderUnavailable, match="timed out"):
+        sync.send(httpx.Request("GET", "https://x.invalid/"))
+    sync.close()
+
+    async def run() -> None:
+        transport = HttpxAsyncTransport(httpx.AsyncClient(transport=httpx.MockTransport(boom)))
+        try:
+            await transport.send(httpx.Request("GET", "https://x.invalid/"))
+        finally:
+            await transport.aclose()
+
+    with pytest.raises(ProviderUnavailable):
+        asyncio.run(run())
+
+
+class _Echo(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(202)
+        self.send_header("X-Echo-Header", self.headers.get("X-Test", ""))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_aiohttp_transport_speaks_httpx_requests(echo_server: str) -> None:
+    async def run() -> httpx.Response:
+        transport = AiohttpTransport()
+        try:
+            request = httpx.Request(
+                "POST", f"{echo_server}/v3/mail/send", headers={"X-Test": "yes"}, json={"a": 1}
+            )
+            return await transport.send(request)
+        finally:
+            await transport.aclose()
+
+    response = asyncio.run(run())
+    assert response.status_code == 202
+    assert response.headers["x-echo-header"] == "yes"
+    assert response.json() == {"a": 1}
+
+
+def test_aiohttp_transport_maps_connection_errors() -> None:
+    async def run() -> None:
+        transport = AiohttpTransport(timeout=2)
+        try:
+            await transport.send(httpx.Request("POST", "http://127.0.0.1:9/", content=b"x"))
+        finally:
+            await transport.aclose()
+
+    with pytest.raises(ProviderUnavailable, match="could not be reached"):
+        asyncio.run(run())

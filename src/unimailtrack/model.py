@@ -14,8 +14,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.headerregistry import Address as _HeaderAddress
-from email.utils import getaddresses
 from enum import StrEnum
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Self
@@ -139,6 +137,8 @@ class Address:
         if _CRLF.search(text):
             raise InvalidAddress(value, "line breaks are not allowed in an address")
         if "<" in text or '"' in text:
+            from email.utils import getaddresses  # only for the "Name <addr>" form
+
             found = getaddresses([text])
             if len(found) != 1:
                 raise InvalidAddress(value, "expected one address, found several")
@@ -161,6 +161,8 @@ class Address:
     def __str__(self) -> str:
         if not self.name:
             return self.email
+        from email.headerregistry import Address as _HeaderAddress  # only when formatting
+
         local, _, domain = self.email.rpartition("@")
         try:
             return str(_HeaderAddress(display_name=self.name, username=local, domain=domain))
@@ -217,7 +219,11 @@ class Attachment(BaseModel):
     that the HTML refers to as ``cid:<content_id>``."""
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+        frozen=True,
+        extra="forbid",
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+        defer_build=True,
     )
 
     filename: str
@@ -268,7 +274,11 @@ class Email(BaseModel):
     """
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+        frozen=True,
+        extra="forbid",
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+        defer_build=True,
     )
 
     sender: AddressField
@@ -344,7 +354,7 @@ class Email(BaseModel):
 class RecipientResult(BaseModel):
     """What happened to one recipient of a send."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     recipient: str
     tracking_id: str
@@ -357,7 +367,7 @@ class RecipientResult(BaseModel):
 class SendResult(BaseModel):
     """The outcome of a send: one entry per recipient, in the order they were given."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     bulk_id: str
     recipients: list[RecipientResult]
@@ -377,7 +387,7 @@ class SendResult(BaseModel):
 class Suppression(BaseModel):
     """An address the library refuses to send to, and why."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     address: str
     reason: str | None

@@ -192,9 +192,8 @@ class _MailerBase:
             results[result.tracking_id] = result
         return [r for r in pending if results[r.tracking_id].status is DeliveryStatus.FAILED]
 
+    @staticmethod
     def _finish(
-        self,
-        email: Email,
         to_send: list[Recipient],
         positions: list[int],
         known: dict[int, RecipientResult],
@@ -231,7 +230,7 @@ class Mailer(_MailerBase):
             if not pending:
                 break
             pending = self._absorb(adapter.deliver(email, pending), pending, results, errors)
-        result = self._finish(email, to_send, positions, known, results)
+        result = self._finish(to_send, positions, known, results)
         if self.tracker is not None and email.tracked:
             self.tracker.record_send(email, result)
         self._raise_if_nothing_sent(result, errors)
@@ -264,7 +263,7 @@ class AsyncMailer(_MailerBase):
                 break
             delivery = await adapter.adeliver(email, pending)
             pending = self._absorb(delivery, pending, results, errors)
-        result = self._finish(email, to_send, positions, known, results)
+        result = self._finish(to_send, positions, known, results)
         if self.tracker is not None and email.tracked:
             await self.tracker.arecord_send(email, result)
         self._raise_if_nothing_sent(result, errors)

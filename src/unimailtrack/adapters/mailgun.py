@@ -1,0 +1,986 @@
+"""Mailgun: sending through the messages API, and its webhooks verified and mapped.
+
+Sending posts ``/v3/{domain}/messages`` as a form (multipart when there are files). Every send is
+a *batch send*: each recipient (to, cc and bcc alike) is a ``to`` of the batch and
+``recipient-variables`` gives each their own tracking id, which Mailgun substitutes into the
+``v:unimailtrack_id`` variable of their copy. Mailgun then sends one message per recipient that
+shows only that recipient's address, and every event about that copy carries the id back in
+``user-variables``. A batch holds at most 1,000 recipients, Mailgun's documented limit, so
+larger sends become several requests.
+
+Webhooks: Mailgun signs ``timestamp + token`` with HMAC-SHA256 under the account's webhook
+signing key (not the API key). Verification checks every configured key (rotation, several
+accounts), refuses stale or future timestamps, and refuses a token seen before through a
+``NonceStore``. Both the JSON webhooks and the legacy form-encoded ones are verified and parsed.
+
+Mailgun's whole vocabulary is in the tables below; nothing outside this module knows it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.parser import BytesParser
+from email.utils import format_datetime, parseaddr
+from functools import partial
+from typing import Any, ClassVar, Final, Self
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+
+from unimailtrack import _constants as C
+from unimailtrack.adapters.base import (
+    Adapter,
+    Call,
+    InMemoryNonceStore,
+    NonceStore,
+    Recipient,
+    error_for_status,
+    event_digest,
+    is_fresh,
+    lower_headers,
+    signature_failure,
+    unknown_event,
+)
+from unimailtrack.config import Dsn
+from unimailtrack.errors import ConfigurationError, PayloadError
+from unimailtrack.model import (
+    TRACKING_KEY,
+    BounceKind,
+    DeliveryStatus,
+    Email,
+    EmailEvent,
+    EventType,
+    RecipientResult,
+)
+
+__all__ = [
+    "BATCH_LIMIT",
+    "REGIONS",
+    "WEBHOOK_KEY_ENV",
+    "MailgunAdapter",
+    "MailgunWebhookSigner",
+]
+
+PROVIDER: Final = "mailgun"
+
+BATCH_LIMIT: Final = 1000
+"""Recipients per batch request, Mailgun's documented maximum."""
+
+REGIONS: Final[Mapping[str, str]] = {
+    "us": "https://api.mailgun.net",
+    "eu": "https://api.eu.mailgun.net",
+}
+"""API base URL per region: a domain lives in one region and must be sent from there."""
+
+WEBHOOK_KEY_ENV: Final = "UNIMAILTRACK_MAILGUN_WEBHOOK_KEY"
+"""Environment variable holding webhook signing keys (comma-separated) for ``from_dsn``."""
+
+_RECIPIENT_TRACKING: Final = f"%recipient.{TRACKING_KEY}%"
+
+# --------------------------------------------------------------------------- vocabulary
+
+_EVENT_TYPES: Final[Mapping[str, EventType]] = {
+    "accepted": EventType.ACCEPTED,
+    "delivered": EventType.DELIVERED,
+    "rejected": EventType.REJECTED,
+    "opened": EventType.OPENED,
+    "clicked": EventType.CLICKED,
+    "unsubscribed": EventType.UNSUBSCRIBED,
+    "complained": EventType.COMPLAINED,
+}
+"""Events whose meaning does not depend on severity or reason (``failed`` does)."""
+
+_PERMANENT_FAILURES: Final[Mapping[str, tuple[EventType, BounceKind | None]]] = {
+    "bounce": (EventType.BOUNCED, BounceKind.HARD),
+    "generic": (EventType.BOUNCED, BounceKind.HARD),
+    "delayed-bounce": (EventType.BOUNCED, BounceKind.HARD),
+    "espblock": (EventType.BOUNCED, BounceKind.BLOCK),
+    "old": (EventType.FAILED, None),
+    # Mailgun never tried these: the address is on one of its suppression lists.
+    "suppress-bounce": (EventType.DROPPED, None),
+    "suppress-unsubscribe": (EventType.DROPPED, None),
+    "suppress-complaint": (EventType.DROPPED, None),
+}
+"""``failed`` with ``severity=permanent``, by ``reason``."""
+
+_UNLISTED_PERMANENT: Final = (EventType.BOUNCED, BounceKind.UNDETERMINED)
+
+_LEGACY_EVENT_TYPES: Final[Mapping[str, EventType]] = {
+    "delivered": EventType.DELIVERED,
+    "bounced": EventType.BOUNCED,
+    "dropped": EventType.DROPPED,
+    "complained": EventType.COMPLAINED,
+    "unsubscribed": EventType.UNSUBSCRIBED,
+    "opened": EventType.OPENED,
+    "clicked": EventType.CLICKED,
+}
+"""The legacy (form-encoded) webhooks' event names."""
+
+_LEGACY_DROP_REASONS: Final[Mapping[str, EventType]] = {
+    "hardfail": EventType.DROPPED,  # previously bounced, unsubscribed or complained
+    "maxfails": EventType.FAILED,  # too many soft failures
+    "old": EventType.FAILED,  # retried for too long
+}
+
+_LEGACY_KNOWN_FIELDS: Final = frozenset(
+    {
+        "event",
+        "recipient",
+        "domain",
+        "message-headers",
+        "Message-Id",
+        "message-id",
+        "X-Mailgun-Sid",
+        "X-Mailgun-Tag",
+        "X-Mailgun-Variables",
+        "timestamp",
+        "token",
+        "signature",
+        "code",
+        "error",
+        "notification",
+        "description",
+        "reason",
+        "ip",
+        "country",
+        "region",
+        "city",
+        "user-agent",
+        "device-type",
+        "client-type",
+        "client-name",
+        "client-os",
+        "campaign-id",
+        "campaign-name",
+        "tag",
+        "mailing-list",
+        "url",
+        "attachment-count",
+        "body-plain",
+        "h",
+    }
+)
+"""Fields of a legacy webhook that are Mailgun's; any other field is a custom variable."""
+
+_KIND_BY_DETAIL: Final[Mapping[str, BounceKind | None]] = {
+    "1.7": BounceKind.BLOCK,  # the sender's address, not the recipient's
+    "1.8": BounceKind.BLOCK,
+    "2.0": None,
+    "2.1": BounceKind.HARD,  # mailbox disabled
+    "2.2": BounceKind.SOFT,  # mailbox full
+    "4.4": BounceKind.HARD,  # unable to route: the domain does not take mail
+}
+"""RFC 3463 ``subject.detail`` codes whose meaning differs from their subject's."""
+
+_KIND_BY_SUBJECT: Final[Mapping[str, BounceKind]] = {
+    "1": BounceKind.HARD,  # addressing
+    "2": BounceKind.SOFT,  # mailbox status
+    "3": BounceKind.SOFT,  # mail system
+    "4": BounceKind.SOFT,  # network and routing
+    "6": BounceKind.BLOCK,  # message content
+    "7": BounceKind.BLOCK,  # security or policy
+}
+"""RFC 3463 subjects; ``0`` (other) and ``5`` (protocol) say nothing about the bounce."""
+
+_ENHANCED_STATUS: Final = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+_PROXY_USER_AGENTS: Final = ("GoogleImageProxy", "YahooMailProxy", "ggpht.com")
+_APPLE_PROXY_USER_AGENT: Final = "Mozilla/5.0"
+"""Apple Mail Privacy Protection fetches images with exactly this user agent."""
+
+
+# --------------------------------------------------------------------------- signing
+
+
+class MailgunWebhookSigner:
+    """Signs webhook requests exactly as Mailgun does, so that tests and a local emulator can
+    produce requests the adapter verifies for real."""
+
+    def __init__(self, key: str) -> None:
+        if not key:
+            raise ConfigurationError("a Mailgun webhook signing key cannot be empty")
+        self._key = key.encode("utf-8")
+
+    def signature(self, timestamp: str | int, token: str) -> str:
+        """hex(HMAC-SHA256(key, timestamp + token))."""
+        return hmac.new(self._key, f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+
+    def signature_block(
+        self, *, timestamp: str | int | None = None, token: str | None = None
+    ) -> dict[str, str]:
+        """A fresh ``{"timestamp", "token", "signature"}`` block (now, random token)."""
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = token if token is not None else secrets.token_hex(25)
+        return {"timestamp": stamp, "token": nonce, "signature": self.signature(stamp, nonce)}
+
+    def json_body(
+        self,
+        event_data: Mapping[str, Any],
+        *,
+        timestamp: str | int | None = None,
+        token: str | None = None,
+    ) -> bytes:
+        """A signed JSON webhook body carrying ``event_data``."""
+        block = self.signature_block(timestamp=timestamp, token=token)
+        return json.dumps({"signature": block, "event-data": event_data}).encode()
+
+    def form_body(
+        self,
+        fields: Mapping[str, str],
+        *,
+        timestamp: str | int | None = None,
+        token: str | None = None,
+    ) -> bytes:
+        """A signed legacy form-encoded webhook body carrying ``fields``."""
+        block = self.signature_block(timestamp=timestamp, token=token)
+        return urlencode({**fields, **block}).encode()
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+class MailgunAdapter(Adapter):
+    """Mailgun (contract): ``MailgunAdapter(api_key, domain, webhook_keys=..., region="us")``.
+
+    ``webhook_keys`` are the webhook signing keys (one string or several); ``nonce_store``
+    remembers tokens so that a replayed request is refused (share one across processes to
+    refuse replays between them). Without ``api_key`` and ``domain`` the adapter can still
+    verify and parse webhooks; sending raises ``ConfigurationError``.
+    """
+
+    name: ClassVar[str] = PROVIDER
+    dsn_options: ClassVar[frozenset[str]] = frozenset({"region", "webhook_key"})
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        domain: str | None = None,
+        *,
+        webhook_keys: str | Iterable[str] = (),
+        tolerance: timedelta = C.DEFAULT_WEBHOOK_TOLERANCE,
+        region: str = "us",
+        nonce_store: NonceStore | None = None,
+        base_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        region = region.lower()
+        if region not in REGIONS:
+            raise ConfigurationError(
+                f"unknown Mailgun region {region!r}; use one of: {', '.join(REGIONS)}"
+            )
+        self.domain = domain or None
+        self.region = region
+        self.tolerance = tolerance
+        self.nonce_store: NonceStore = nonce_store or InMemoryNonceStore()
+        self.base_url = (base_url or REGIONS[region]).rstrip("/")
+        self._authorization = _basic_auth(api_key) if api_key else None
+        keys = [webhook_keys] if isinstance(webhook_keys, str) else list(webhook_keys)
+        self._macs = tuple(
+            hmac.new(key.strip().encode("utf-8"), digestmod=hashlib.sha256)
+            for key in keys
+            if key.strip()
+        )
+
+    @classmethod
+    def from_dsn(cls, dsn: Dsn, *, env: Mapping[str, str] | None = None) -> Self:
+        """``mailgun://API_KEY:DOMAIN@default?region=eu&webhook_key=K1,K2``; signing keys also
+        come from ``UNIMAILTRACK_MAILGUN_WEBHOOK_KEY`` (comma-separated). A host other than
+        ``default`` replaces the API host."""
+        keys = dsn.list_option("webhook_key") + tuple(
+            k.strip() for k in (env or {}).get(WEBHOOK_KEY_ENV, "").split(",") if k.strip()
+        )
+        base_url = None
+        if dsn.host != "default":
+            base_url = f"https://{dsn.host}" + (f":{dsn.port}" if dsn.port else "")
+        return cls(
+            api_key=dsn.user or None,
+            domain=dsn.password or None,
+            webhook_keys=keys,
+            region=dsn.option("region") or "us",
+            base_url=base_url,
+            **cls.common_options(dsn),
+        )
+
+    def __repr__(self) -> str:
+        return f"<MailgunAdapter domain={self.domain!r} region={self.region!r}>"
+
+    # ------------------------------------------------------------------ sending
+
+    def build_calls(self, email: Email, recipients: Sequence[Recipient]) -> list[Call]:
+        """One batch request per chunk of at most ``BATCH_LIMIT`` recipients."""
+        if self._authorization is None or self.domain is None:
+            raise ConfigurationError(
+                "sending through Mailgun needs an API key and a sending domain: "
+                "mailgun://API_KEY:DOMAIN@default"
+            )
+        url = f"{self.base_url}/v3/{self.domain}/messages"
+        headers = {"Authorization": self._authorization, "Accept": "application/json"}
+        fields = message_fields(email)
+        files = message_files(email)
+        return [
+            Call(
+                request=httpx.Request(
+                    "POST",
+                    url,
+                    headers=headers,
+                    data={**fields, **batch_fields(chunk)},
+                    files=files or None,
+                ),
+                recipients=chunk,
+                interpret=partial(interpret_response, chunk),
+            )
+            for chunk in batches(recipients, BATCH_LIMIT)
+        ]
+
+    # ------------------------------------------------------------------ webhooks
+
+    def verify_webhook(
+        self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
+    ) -> None:
+        """Raise ``SignatureError`` unless the request is signed by a configured key, fresh,
+        and its token not seen before (contract)."""
+        if self._verification_disabled():
+            return
+        try:
+            decoded = decode_body(body, headers)
+        except PayloadError:
+            raise signature_failure(PROVIDER, "the body cannot be read") from None
+        self._check(decoded, now)
+
+    def unwrap(
+        self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
+    ) -> list[EmailEvent]:
+        """Verify, then parse, decoding the body once."""
+        verify = not self._verification_disabled()
+        try:
+            decoded = decode_body(body, headers)
+        except PayloadError:
+            if not verify:
+                raise
+            raise signature_failure(PROVIDER, "the body cannot be read") from None
+        if verify:
+            self._check(decoded, now)
+        return events_from(decoded)
+
+    @classmethod
+    def parse_webhook_body(
+        cls, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> list[EmailEvent]:
+        """Map a Mailgun webhook body (JSON, or legacy form-encoded) onto one event."""
+        return events_from(decode_body(body, headers))
+
+    def _check(self, decoded: dict[str, Any] | Form, now: datetime | None) -> None:
+        if not self._macs:
+            raise signature_failure(PROVIDER, "no webhook signing key is configured")
+        timestamp, token, signatures = signature_fields(decoded)
+        signed = f"{timestamp}{token}".encode()
+        if not any(self._matches(signed, candidate) for candidate in signatures):
+            raise signature_failure(PROVIDER, "the signature matches no configured signing key")
+        try:
+            stamp = float(timestamp)
+        except ValueError:
+            raise signature_failure(PROVIDER, "the timestamp is not a number") from None
+        if not (math.isfinite(stamp) and is_fresh(stamp, now, self.tolerance)):
+            raise signature_failure(PROVIDER, "the timestamp is outside the tolerance")
+        # Remember the token for as long as a replay could pass the freshness check; the
+        # store's clock is the real one even when ``now`` replays an old request.
+        horizon = max(stamp, time.time()) + self.tolerance.total_seconds()
+        expires_at = datetime.fromtimestamp(horizon, UTC)
+        if not self.nonce_store.add_if_absent(f"{PROVIDER}:{token}", expires_at):
+            raise signature_failure(PROVIDER, "the token was seen before (a replay)")
+
+    def _matches(self, signed: bytes, candidate: bytes) -> bool:
+        matched = False
+        for mac in self._macs:
+            digest = mac.copy()
+            digest.update(signed)
+            matched |= hmac.compare_digest(digest.hexdigest().encode(), candidate)
+        return matched
+
+
+# --------------------------------------------------------------------------- sending parts
+
+
+def _basic_auth(api_key: str) -> str:
+    return "Basic " + base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def message_fields(email: Email) -> dict[str, str | list[str]]:
+    """The form fields every batch of ``email`` shares (pure)."""
+    fields: dict[str, str | list[str]] = {"from": str(email.sender), "subject": email.subject}
+    if email.text is not None:
+        fields["text"] = email.text
+    if email.html is not None:
+        fields["html"] = email.html
+    if email.reply_to is not None:
+        fields["h:Reply-To"] = str(email.reply_to)
+    for name, value in email.headers.items():
+        fields[f"h:{name}"] = value
+    tags = list(dict.fromkeys([email.category, *email.tags] if email.category else email.tags))
+    if tags:
+        fields["o:tag"] = tags
+    for key, value in email.metadata.items():
+        fields[f"v:{key}"] = value
+    fields[f"v:{TRACKING_KEY}"] = _RECIPIENT_TRACKING
+    fields["o:tracking-opens"] = _yes_no(email.track_opens)
+    fields["o:tracking-clicks"] = _yes_no(email.track_clicks)
+    if email.send_at is not None:
+        fields["o:deliverytime"] = format_datetime(email.send_at.astimezone(UTC), usegmt=True)
+    return fields
+
+
+def message_files(email: Email) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """Attachments, and inline images named by their content id (Mailgun's ``cid:``)."""
+    return [
+        (
+            "inline" if a.inline else "attachment",
+            (a.content_id if a.inline and a.content_id else a.filename, a.content, a.content_type),
+        )
+        for a in email.attachments
+    ]
+
+
+def batch_fields(chunk: Sequence[Recipient]) -> dict[str, str | list[str]]:
+    """The recipients of one batch and each one's tracking id."""
+    variables = {r.address.email: {TRACKING_KEY: r.tracking_id} for r in chunk}
+    return {
+        "to": [str(r.address) for r in chunk],
+        "recipient-variables": json.dumps(variables, separators=(",", ":")),
+    }
+
+
+def batches(recipients: Iterable[Recipient], limit: int) -> list[tuple[Recipient, ...]]:
+    """Recipients split into batches of at most ``limit``; an address met twice starts a new
+    batch, since recipient variables are keyed by address."""
+    chunks: list[tuple[Recipient, ...]] = []
+    current: list[Recipient] = []
+    seen: set[str] = set()
+    for recipient in recipients:
+        key = recipient.address.email.casefold()
+        if len(current) >= limit or key in seen:
+            chunks.append(tuple(current))
+            current, seen = [], set()
+        current.append(recipient)
+        seen.add(key)
+    if current:
+        chunks.append(tuple(current))
+    return chunks
+
+
+def interpret_response(
+    chunk: Sequence[Recipient], response: httpx.Response
+) -> list[RecipientResult]:
+    """Every recipient of the batch accepted under the batch's message id, or the error."""
+    if not response.is_success:
+        raise error_for_status(
+            PROVIDER, response, _error_text(response), forbidden_is_permission=True
+        )
+    message_id = _response_id(response)
+    return [
+        RecipientResult(
+            recipient=r.address.email,
+            tracking_id=r.tracking_id,
+            status=DeliveryStatus.ACCEPTED,
+            message_id=message_id,
+            provider=PROVIDER,
+        )
+        for r in chunk
+    ]
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _response_id(response: httpx.Response) -> str | None:
+    value = _json_object(response).get("id")
+    return bare_message_id(value) if isinstance(value, str) else None
+
+
+def _error_text(response: httpx.Response) -> str:
+    message = _json_object(response).get("message")
+    if isinstance(message, str):
+        return message
+    return response.text.strip()[:500]
+
+
+def bare_message_id(value: str) -> str:
+    """A Message-Id without whitespace and angle brackets, as sends and events both use it."""
+    return value.strip().removeprefix("<").removesuffix(">")
+
+
+# --------------------------------------------------------------------------- webhook bodies
+
+
+class Form:
+    """The fields of a legacy form-encoded webhook, in order, with repeated names kept."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.fields: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self.fields.setdefault(name, []).append(value)
+
+    def first(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+    def last(self, name: str) -> str | None:
+        # Mailgun appends its signature fields after the custom variables, so a variable
+        # that happens to be named like one cannot shadow the real field.
+        values = self.fields.get(name)
+        return values[-1] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return self.fields.get(name, [])
+
+    def raw(self) -> dict[str, Any]:
+        return {k: v[0] if len(v) == 1 else list(v) for k, v in self.fields.items()}
+
+
+def _payload_error(why: str) -> PayloadError:
+    return PayloadError(f"unreadable Mailgun webhook: {why}", provider=PROVIDER)
+
+
+def _media_type(headers: Mapping[str, str] | None) -> tuple[str, str]:
+    content_type = lower_headers(headers).get("content-type", "")
+    return content_type.partition(";")[0].strip().lower(), content_type
+
+
+def decode_body(body: bytes, headers: Mapping[str, str] | None) -> dict[str, Any] | Form:
+    """The JSON object of a webhook body, or the fields of a legacy form body. The content
+    type decides; without one, the body's first bytes do."""
+    media, content_type = _media_type(headers)
+    if media == "application/json":
+        return _json_body(body)
+    if media == "application/x-www-form-urlencoded":
+        return _form_body(body)
+    if media == "multipart/form-data":
+        return _multipart_body(body, content_type)
+    start = body.lstrip()[:2]
+    if start.startswith(b"{"):
+        return _json_body(body)
+    if start == b"--":
+        return _multipart_body(body, "")
+    return _form_body(body)
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise _payload_error(f"not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise _payload_error("the body is not a JSON object")
+    return data
+
+
+def _form_body(body: bytes) -> Form:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _payload_error("the form body is not UTF-8") from None
+    return Form(parse_qsl(text, keep_blank_values=True))
+
+
+def _multipart_body(body: bytes, content_type: str) -> Form:
+    if "boundary=" not in content_type:
+        boundary = body.lstrip().split(b"\r\n", 1)[0].split(b"\n", 1)[0][2:]
+        content_type = f'multipart/form-data; boundary="{boundary.decode("latin-1")}"'
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise _payload_error("the multipart body has no parts")
+    pairs: list[tuple[str, str]] = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or part.get_filename() is not None:
+            continue  # files (the original message's attachments) are not event fields
+        payload = part.get_payload(decode=True)
+        charset = part.get_content_charset() or "utf-8"
+        if isinstance(payload, bytes):
+            pairs.append((name, payload.decode(charset, "replace")))
+    if not pairs:
+        raise _payload_error("the multipart body has no form fields")
+    return Form(pairs)
+
+
+def signature_fields(decoded: dict[str, Any] | Form) -> tuple[str, str, list[bytes]]:
+    """``(timestamp, token, signatures)`` of a webhook; a subaccount's event also carries the
+    parent account's ``parent-signature``. Refuses (``SignatureError``) a body without them."""
+    if isinstance(decoded, Form):
+        timestamp, token = decoded.last("timestamp"), decoded.last("token")
+        signatures: list[Any] = [decoded.last("signature")]
+    else:
+        block = decoded.get("signature")
+        if not isinstance(block, dict):
+            raise signature_failure(PROVIDER, "the body has no signature block")
+        timestamp, token = block.get("timestamp"), block.get("token")
+        signatures = [block.get("signature"), block.get("parent-signature")]
+    if isinstance(timestamp, int) and not isinstance(timestamp, bool):
+        timestamp = str(timestamp)
+    if not (isinstance(timestamp, str) and isinstance(token, str) and timestamp and token):
+        raise signature_failure(PROVIDER, "the timestamp or token is missing")
+    found = [s.encode("utf-8") for s in signatures if isinstance(s, str) and s]
+    if not found:
+        raise signature_failure(PROVIDER, "the signature is missing")
+    return timestamp, token, found
+
+
+# --------------------------------------------------------------------------- field access
+
+
+def _field_error(path: str, expected: str) -> PayloadError:
+    return PayloadError(
+        f"unreadable Mailgun webhook: {path} is missing or is not {expected}", provider=PROVIDER
+    )
+
+
+def _text(data: Mapping[str, Any], key: str, path: str) -> str:
+    value = data.get(key)
+    if isinstance(value, str):
+        return value
+    raise _field_error(path, "a string")
+
+
+def _optional_text(data: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _field_error(path, "a string")
+
+
+def _optional_object(data: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
+    value = data.get(key)
+    if isinstance(value, dict):
+        return value
+    if value is None or value == []:  # Mailgun sends an empty list for no user-variables
+        return {}
+    raise _field_error(path, "an object")
+
+
+def _number(value: Any, path: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise _field_error(path, "a number") from None
+    else:
+        raise _field_error(path, "a number")
+    if not math.isfinite(number):
+        raise _field_error(path, "a finite number")
+    return number
+
+
+def _timestamp(value: Any, path: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(_number(value, path), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _field_error(path, "a unix time") from None
+
+
+def _optional_int(value: Any, path: str) -> int | None:
+    if value is None or value == "":
+        return None
+    number = _number(value, path)
+    if not number.is_integer():
+        raise _field_error(path, "a whole number")
+    return int(number)
+
+
+def _string_list(value: Any, path: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise _field_error(path, "a list of strings")
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+def events_from(decoded: dict[str, Any] | Form) -> list[EmailEvent]:
+    """The canonical event of a decoded webhook body (Mailgun posts one event per request)."""
+    if isinstance(decoded, Form):
+        return [legacy_event(decoded)]
+    event_data = decoded.get("event-data")
+    if not isinstance(event_data, dict):
+        raise _field_error("event-data", "an object")
+    return [event_from(event_data)]
+
+
+def enhanced_status(*texts: str | None) -> str | None:
+    """The first RFC 3463 enhanced status code (``5.1.1``) found in ``texts``."""
+    for text in texts:
+        if text:
+            found = _ENHANCED_STATUS.search(text)
+            if found:
+                return found.group(0)
+    return None
+
+
+def bounce_kind(status: str | None) -> BounceKind | None:
+    """What an enhanced status code says about a bounce, or None when it says nothing."""
+    if status is None:
+        return None
+    klass, subject, detail = status.split(".")
+    key = f"{subject}.{detail}"
+    kind = _KIND_BY_DETAIL[key] if key in _KIND_BY_DETAIL else _KIND_BY_SUBJECT.get(subject)
+    if klass == "4" and kind is BounceKind.HARD:
+        return BounceKind.SOFT  # a transient status cannot make an address bad
+    return kind if klass in ("4", "5") else None
+
+
+def smtp_reason(code: int | None, message: str | None) -> str | None:
+    """The remote server's reply as one line: ``"550 5.1.1 user unknown"``."""
+    text = (message or "").strip()
+    if code and text and not text.startswith(str(code)):
+        return f"{code} {text}"
+    return text or (str(code) if code else None)
+
+
+def machine_flag(client_info: Mapping[str, Any], user_agent: str | None) -> bool | None:
+    """True for an automated open or click: Mailgun's own ``client-info.bot`` verdict where it
+    gives one, else a privacy proxy recognised by its user agent; None when unknown."""
+    bot = client_info.get("bot")
+    if isinstance(bot, str):
+        return bool(bot)
+    if user_agent is None:
+        return None
+    if user_agent == _APPLE_PROXY_USER_AGENT or any(p in user_agent for p in _PROXY_USER_AGENTS):
+        return True
+    return None
+
+
+def _recipient(data: Mapping[str, Any], headers: Mapping[str, Any], required: bool) -> str:
+    recipient = _optional_text(data, "recipient", "event-data.recipient")
+    if recipient:
+        return recipient
+    if required:
+        raise _field_error("event-data.recipient", "a string")
+    to = headers.get("to")
+    return parseaddr(to)[1] if isinstance(to, str) else ""
+
+
+def _classify_failure(
+    data: Mapping[str, Any], status: str | None
+) -> tuple[EventType, BounceKind | None] | None:
+    severity = _text(data, "severity", "event-data.severity")
+    reason = _optional_text(data, "reason", "event-data.reason") or ""
+    refined = bounce_kind(status)
+    if severity == "temporary":  # Mailgun keeps retrying, whatever the code says
+        return EventType.DEFERRED, refined or BounceKind.SOFT
+    if severity != "permanent":
+        return None
+    kind, default = _PERMANENT_FAILURES.get(reason, _UNLISTED_PERMANENT)
+    return kind, (refined or default) if kind is EventType.BOUNCED else default
+
+
+def event_from(data: dict[str, Any]) -> EmailEvent:
+    """Map one ``event-data`` object onto a canonical event."""
+    name = _text(data, "event", "event-data.event")
+    timestamp = _timestamp(data.get("timestamp"), "event-data.timestamp")
+    message = _optional_object(data, "message", "event-data.message")
+    headers = _optional_object(message, "headers", "event-data.message.headers")
+    event_type = _EVENT_TYPES.get(name)
+    known = event_type is not None or name == "failed"
+    recipient = _recipient(data, headers, known and name != "rejected")
+    provider_id = _optional_text(data, "id", "event-data.id") or ""
+    event_id = event_digest(PROVIDER, provider_id, recipient, f"{timestamp.timestamp():.6f}")
+    if not known:
+        return unknown_event(
+            PROVIDER,
+            data,
+            f"Mailgun event {name!r} is not one this version maps",
+            provider_event=name,
+            recipient=recipient,
+            timestamp=timestamp,
+            digest_source=event_id,
+        )
+
+    status = _optional_object(data, "delivery-status", "event-data.delivery-status")
+    code = _optional_int(status.get("code"), "event-data.delivery-status.code")
+    smtp_message = _optional_text(status, "message", "event-data.delivery-status.message")
+    description = _optional_text(status, "description", "event-data.delivery-status.description")
+    enhanced = enhanced_status(
+        _optional_text(status, "enhanced-code", "event-data.delivery-status.enhanced-code"),
+        _optional_text(status, "bounce-code", "event-data.delivery-status.bounce-code"),
+        smtp_message,
+        description,
+    )
+    mailgun_reason = _optional_text(data, "reason", "event-data.reason")
+    reason = smtp_reason(code, smtp_message or description) if status else None
+    bounce: BounceKind | None = None
+
+    if event_type is None:  # failed: severity and reason decide
+        classified = _classify_failure(data, enhanced)
+        if classified is None:
+            return unknown_event(
+                PROVIDER,
+                data,
+                f"Mailgun failure severity {data.get('severity')!r} is not one this version maps",
+                provider_event=name,
+                recipient=recipient,
+                timestamp=timestamp,
+                digest_source=event_id,
+            )
+        event_type, bounce = classified
+        # A drop is Mailgun's own decision: its reason (suppress-bounce ...) is the why.
+        reason = mailgun_reason if event_type is EventType.DROPPED else reason or mailgun_reason
+    elif event_type is EventType.REJECTED:
+        reject = _optional_object(data, "reject", "event-data.reject")
+        reason = (
+            _optional_text(reject, "reason", "event-data.reject.reason")
+            or _optional_text(reject, "description", "event-data.reject.description")
+            or reason
+        )
+
+    client_info = _optional_object(data, "client-info", "event-data.client-info")
+    user_agent = _optional_text(client_info, "user-agent", "event-data.client-info.user-agent")
+    engaged = event_type in (EventType.OPENED, EventType.CLICKED)
+    variables = _optional_object(data, "user-variables", "event-data.user-variables")
+    metadata = {key: _as_text(value) for key, value in variables.items()}
+    tracking_id = metadata.pop(TRACKING_KEY, None)
+    message_id = _optional_text(headers, "message-id", "event-data.message.headers.message-id")
+    return EmailEvent(
+        provider=PROVIDER,
+        type=event_type,
+        provider_event=name,
+        recipient=recipient,
+        event_id=event_id,
+        timestamp=timestamp,
+        message_id=bare_message_id(message_id) if message_id else None,
+        tracking_id=tracking_id,
+        reason=reason,
+        bounce=bounce,
+        smtp_status=enhanced or (str(code) if code else None),
+        attempt=_optional_int(status.get("attempt-no"), "event-data.delivery-status.attempt-no"),
+        url=_optional_text(data, "url", "event-data.url")
+        if event_type is EventType.CLICKED
+        else None,
+        user_agent=user_agent,
+        machine=machine_flag(client_info, user_agent) if engaged else None,
+        tags=_string_list(data.get("tags"), "event-data.tags"),
+        metadata=metadata,
+        raw=data,
+    )
+
+
+def _legacy_variables(form: Form) -> dict[str, str]:
+    """Custom variables of a legacy webhook: the ``X-Mailgun-Variables`` headers of the
+    original message where Mailgun includes them, and every field that is not Mailgun's."""
+    variables: dict[str, str] = {}
+    headers = form.first("message-headers")
+    if headers:
+        try:
+            pairs = json.loads(headers)
+        except (ValueError, RecursionError):
+            raise _field_error("message-headers", "a JSON list of headers") from None
+        for pair in pairs if isinstance(pairs, list) else ():
+            if isinstance(pair, list) and len(pair) == 2 and pair[0] == "X-Mailgun-Variables":
+                try:
+                    found = json.loads(pair[1])
+                except (TypeError, ValueError, RecursionError):
+                    continue
+                if isinstance(found, dict):
+                    variables.update({k: _as_text(v) for k, v in found.items()})
+    for name, values in form.fields.items():
+        if name not in _LEGACY_KNOWN_FIELDS and not name.startswith("attachment-"):
+            variables[name] = values[-1]
+    return variables
+
+
+def legacy_event(form: Form) -> EmailEvent:
+    """Map a legacy (form-encoded) webhook onto a canonical event."""
+    name = form.first("event")
+    if not name:
+        raise _field_error("event", "a string")
+    timestamp = _timestamp(form.last("timestamp"), "timestamp")
+    recipient = form.first("recipient") or ""
+    message_id = form.first("Message-Id") or form.first("message-id")
+    identity = [
+        f"{k}={v}"
+        for k, values in form.fields.items()
+        if k not in ("token", "signature")
+        for v in values
+    ]
+    event_id = event_digest(PROVIDER, "legacy", *sorted(identity))
+    raw = form.raw()
+    event_type = _LEGACY_EVENT_TYPES.get(name)
+    if event_type is None:
+        return unknown_event(
+            PROVIDER,
+            raw,
+            f"legacy Mailgun event {name!r} is not one this version maps",
+            provider_event=name,
+            recipient=recipient,
+            timestamp=timestamp,
+            digest_source=event_id,
+        )
+    if not recipient:
+        raise _field_error("recipient", "a string")
+
+    code_text = form.first("code")
+    error = form.first("error") or form.first("notification")
+    description = form.first("description")
+    enhanced = enhanced_status(code_text, error, description)
+    code = int(code_text) if code_text and code_text.isdigit() else None
+    reason = smtp_reason(code, error or description)
+    bounce: BounceKind | None = None
+    if event_type is EventType.BOUNCED:
+        bounce = bounce_kind(enhanced) or BounceKind.HARD
+    elif event_type is EventType.DROPPED:
+        drop_reason = form.first("reason") or ""
+        event_type = _LEGACY_DROP_REASONS.get(drop_reason, EventType.DROPPED)
+        reason = reason or drop_reason or None
+
+    user_agent = form.first("user-agent")
+    variables = _legacy_variables(form)
+    tracking_id = variables.pop(TRACKING_KEY, None)
+    return EmailEvent(
+        provider=PROVIDER,
+        type=event_type,
+        provider_event=name,
+        recipient=recipient,
+        event_id=event_id,
+        timestamp=timestamp,
+        message_id=bare_message_id(message_id) if message_id else None,
+        tracking_id=tracking_id,
+        reason=reason,
+        bounce=bounce,
+        smtp_status=enhanced or (str(code) if code else None),
+        url=form.first("url") if event_type is EventType.CLICKED else None,
+        user_agent=user_agent,
+        machine=machine_flag({}, user_agent)
+        if event_type in (EventType.OPENED, EventType.CLICKED)
+        else None,
+        tags=form.all("tag") or form.all("X-Mailgun-Tag"),
+        metadata=variables,
+        raw=raw,
+    )

@@ -795,7 +795,10 @@ def _classify_failure(
     reason = _optional_text(data, "reason", "event-data.reason") or ""
     refined = bounce_kind(status)
     if severity == "temporary":  # Mailgun keeps retrying, whatever the code says
-        return EventType.DEFERRED, refined or BounceKind.SOFT
+        return (
+            EventType.DEFERRED,
+            BounceKind.BLOCK if refined is BounceKind.BLOCK else BounceKind.SOFT,
+        )
     if severity != "permanent":
         return None
     kind, default = _PERMANENT_FAILURES.get(reason, _UNLISTED_PERMANENT)

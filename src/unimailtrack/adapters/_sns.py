@@ -110,7 +110,8 @@ _CERTIFICATE_TIMEOUT = 5.0
 def canonical_string(envelope: Mapping[str, Any]) -> bytes:
     """The bytes SNS signs for ``envelope``: ``Name\\nValue\\n`` for each signed field, in the
     documented order. Raises ``ValueError`` when a required field is missing or not text."""
-    fields = _SIGNED_FIELDS.get(envelope.get("Type"))  # type: ignore[arg-type]
+    kind = envelope.get("Type")
+    fields = _SIGNED_FIELDS.get(kind) if isinstance(kind, str) else None
     if fields is None:
         raise ValueError(f"unknown SNS message type {envelope.get('Type')!r}")
     parts: list[str] = []
@@ -313,7 +314,7 @@ class SnsVerifier:
         self, envelope: Mapping[str, Any], headers: Mapping[str, str], now: datetime
     ) -> None:
         kind = envelope.get("Type")
-        if kind not in _SIGNED_FIELDS:
+        if not isinstance(kind, str) or kind not in _SIGNED_FIELDS:
             raise self._fail(f"unknown SNS message type {kind!r}")
         if headers.get("x-amz-sns-message-type") != kind:
             raise self._fail("the x-amz-sns-message-type header does not match the body's Type")
@@ -336,7 +337,8 @@ class SnsVerifier:
             raise self._fail("the message is older than SNS keeps retrying: a replay")
 
     def _check_signature(self, envelope: Mapping[str, Any], now: datetime) -> None:
-        algorithm = _HASHES.get(envelope.get("SignatureVersion"))  # type: ignore[arg-type]
+        version = envelope.get("SignatureVersion")
+        algorithm = _HASHES.get(version) if isinstance(version, str) else None
         if algorithm is None:
             raise self._fail(f"unsupported SignatureVersion {envelope.get('SignatureVersion')!r}")
         try:

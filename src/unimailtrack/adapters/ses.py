@@ -810,7 +810,7 @@ def parse_body(body: bytes, headers: Mapping[str, str] | None = None) -> list[Em
         event = _load(message, "the SNS Message")
         sns_id = document.get("MessageId")
         published = _timestamp(document.get("Timestamp"))
-    elif kind in _SNS_CONTROL_TYPES:
+    elif isinstance(kind, str) and kind in _SNS_CONTROL_TYPES:
         return []
     elif kind is None and _sns.looks_like_raw_delivery(document, {}):
         event = document
@@ -858,6 +858,8 @@ class _Source:
         url: str | None = None,
         user_agent: str | None = None,
     ) -> EmailEvent:
+        if not isinstance(recipient, str):
+            raise TypeError(f"recipient {recipient!r} is not an address")
         return EmailEvent(
             provider=PROVIDER,
             type=kind,
@@ -882,8 +884,10 @@ class _Source:
     ) -> list[EmailEvent]:
         """One event per destination of the mail (for events SES reports about the message
         as a whole: send, reject, open, click, rendering failure, subscription)."""
-        destination = self.raw["mail"].get("destination") or ()
-        return [self.event(str(r), kind, timestamp, **fields) for r in destination]
+        destination = self.raw["mail"].get("destination")
+        if not isinstance(destination, list):
+            raise TypeError("mail.destination is not a list")
+        return [self.event(r, kind, timestamp, **fields) for r in destination]
 
 
 def _read_tags(tags: object) -> tuple[str | None, list[str], dict[str, str]]:

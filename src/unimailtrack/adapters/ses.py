@@ -229,11 +229,15 @@ def _shared_tags(email: Email) -> dict[str, str]:
 
 def _ses_address(address: Address) -> str:
     """An address as SES wants it: the display name as an RFC 2047 encoded word when it is not
-    ASCII, the domain in IDNA form."""
+    ASCII, the domain in IDNA form. SES refuses a non-ASCII local part; it is passed on as it is
+    so that SES says so for that recipient alone."""
     local, _, domain = address.email.rpartition("@")
     with contextlib.suppress(UnicodeError):  # an unencodable domain is left for SES to refuse
         domain = domain.encode("idna").decode("ascii")
-    return formataddr((address.name or "", f"{local}@{domain}"), charset="utf-8")
+    mailbox = f"{local}@{domain}"
+    if not address.name or not mailbox.isascii():
+        return mailbox
+    return formataddr((address.name, mailbox), charset="utf-8")
 
 
 def _split_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:

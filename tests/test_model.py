@@ -17,7 +17,7 @@ from unimailtrack import (
     RecipientResult,
     SendResult,
 )
-from unimailtrack.model import dedupe_key, new_tracking_id, suppression_key
+from unimailtrack.model import dedupe_key, make_event, new_tracking_id, suppression_key
 
 
 def make(**kwargs: object) -> Email:
@@ -227,3 +227,23 @@ def test_tracking_ids_are_unique_and_time_ordered() -> None:
 def test_address_keys() -> None:
     assert suppression_key("Bob@Example.COM") == "Bob@example.com"
     assert dedupe_key(" Bob@Example.com ") == "bob@example.com"
+
+
+def test_make_event_builds_an_ordinary_frozen_event() -> None:
+    when = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
+    fast = make_event("ses", EventType.BOUNCED, "Bounce", "a@example.com", "id-1", when, reason="x")
+    slow = EmailEvent(
+        provider="ses",
+        type=EventType.BOUNCED,
+        provider_event="Bounce",
+        recipient="a@example.com",
+        event_id="id-1",
+        timestamp=when,
+        reason="x",
+    )
+    assert type(fast) is EmailEvent
+    assert fast == slow
+    assert (fast.tags, fast.metadata, fast.raw) == ([], {}, {})
+    assert EmailEvent.from_json(fast.to_json()) == fast
+    with pytest.raises(AttributeError):
+        fast.reason = "changed"  # type: ignore[misc]

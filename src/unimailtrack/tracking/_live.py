@@ -1,0 +1,194 @@
+"""Live updates: state changes handed to subscribers once they are committed.
+
+Inside a process, a :class:`Hub` calls every subscribed callback with each change, after the
+transaction that made it has committed. Across processes (PostgreSQL), changes travel as
+``NOTIFY`` payloads (:func:`encode_changes`) and the receiving tracker's listener hands them to
+its own hub; a process skips the payloads it sent itself, since it delivered those already.
+
+Live updates tell a screen to refresh a badge; the store stays the truth. A subscriber that
+was not listening when a change happened reads it from the store like anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from unimailtrack.model import DeliveryStatus
+from unimailtrack.tracking._records import StateChange, from_micros, to_micros
+
+__all__ = ["ChangeStream", "Hub", "decode_changes", "encode_changes"]
+
+log = logging.getLogger("unimailtrack.tracking")
+
+Callback = Callable[[StateChange], object]
+
+_MAX_PAYLOAD = 7900
+"""PostgreSQL refuses a NOTIFY payload of 8000 bytes or more."""
+
+
+class Hub:
+    """The subscribers of one tracker. Thread-safe: changes may be published from any
+    thread (the caller's, a worker's, the listener's)."""
+
+    def __init__(self, on_first_subscriber: Callable[[], None]) -> None:
+        self._callbacks: dict[int, Callback] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._on_first = on_first_subscriber
+        self._started = False
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        """Call ``callback(change)`` for every change from now on; returns the function that
+        unsubscribes (calling it again does nothing)."""
+        with self._lock:
+            if not self._started:
+                self._on_first()
+                self._started = True
+            key = next(self._ids)
+            self._callbacks[key] = callback
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._callbacks.pop(key, None)
+
+        return unsubscribe
+
+    def publish(self, changes: Sequence[StateChange]) -> None:
+        """Hand ``changes`` to every subscriber. A subscriber that raises is logged and does
+        not stop the others: the changes are committed whatever a subscriber thinks."""
+        if not changes:
+            return
+        with self._lock:
+            callbacks = list(self._callbacks.values())
+        for callback in callbacks:
+            for change in changes:
+                try:
+                    callback(change)
+                except Exception:
+                    log.exception("a state change subscriber failed on %s", change.tracking_id)
+
+
+class ChangeStream:
+    """An async iterator of state changes, subscribed from the moment it is created.
+
+    Use it as ``async with tracker.changes() as changes: async for change in changes: ...``
+    (or iterate it directly and ``await changes.aclose()`` when done). Changes wait in an
+    unbounded queue until read.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[StateChange] = asyncio.Queue()
+        self._unsubscribe = hub.subscribe(self._deliver)
+
+    def _deliver(self, change: StateChange) -> None:
+        if self._loop.is_closed():
+            self._unsubscribe()
+            return
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, change)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StateChange:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        self._unsubscribe()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        self._unsubscribe()
+
+
+# --------------------------------------------------------------------------- across processes
+
+
+def _change_fields(change: StateChange) -> list[Any]:
+    return [
+        change.tracking_id,
+        change.recipient,
+        change.bulk_id,
+        None if change.previous is None else change.previous.value,
+        change.status.value,
+        change.reason,
+        change.event_id,
+        to_micros(change.timestamp),
+    ]
+
+
+def _item(change: StateChange) -> str:
+    # ASCII-only JSON, so that its length in characters is its length in bytes.
+    return json.dumps(_change_fields(change), separators=(",", ":"))
+
+
+def encode_changes(origin: str, changes: Sequence[StateChange]) -> list[str]:
+    """``changes`` as NOTIFY payloads under the size limit, each naming its ``origin``."""
+    prefix = '{"o":' + json.dumps(origin) + ',"c":['
+    budget = _MAX_PAYLOAD - len(prefix) - 2
+    payloads: list[str] = []
+    items: list[str] = []
+    used = 0
+    for change in changes:
+        item = _item(change)
+        if len(item) >= budget:
+            item = _item(_shortened(change))
+        if items and used + len(item) >= budget:
+            payloads.append(prefix + ",".join(items) + "]}")
+            items, used = [], 0
+        items.append(item)
+        used += len(item) + 1
+    if items:
+        payloads.append(prefix + ",".join(items) + "]}")
+    return payloads
+
+
+def _shortened(change: StateChange) -> StateChange:
+    """A change whose reason alone would overflow a payload keeps the start of it."""
+    reason = (change.reason or "")[:1000]
+    return StateChange(
+        tracking_id=change.tracking_id,
+        recipient=change.recipient,
+        bulk_id=change.bulk_id,
+        previous=change.previous,
+        status=change.status,
+        reason=reason,
+        event_id=change.event_id,
+        timestamp=change.timestamp,
+    )
+
+
+def decode_changes(payload: str) -> tuple[str, list[StateChange]]:
+    """The origin and the changes of a payload made by :func:`encode_changes`."""
+    data = json.loads(payload)
+    changes = [
+        StateChange(
+            tracking_id=tid,
+            recipient=recipient,
+            bulk_id=bulk_id,
+            previous=None if previous is None else DeliveryStatus(previous),
+            status=DeliveryStatus(status),
+            reason=reason,
+            event_id=event_id,
+            timestamp=from_micros(at),
+        )
+        for tid, recipient, bulk_id, previous, status, reason, event_id, at in data["c"]
+    ]
+    return data["o"], changes

@@ -1,0 +1,412 @@
+"""The backend at scale: PostgreSQL through psycopg 3, shared by any number of processes.
+
+One driver does all three jobs: a sync connection pool, an async pool (opened lazily in the
+event loop that first needs it; close it there with ``await tracker.aclose()``), and a
+listener connection that ``LISTEN``s for the changes other processes commit.
+
+Transactions run at READ COMMITTED. What keeps concurrent writers right is in the SQL (see
+``_programs``): upserts decided inside the database, rows touched in a stable order. A
+deadlock or serialization failure that still happens is retried whole, out of the caller's
+sight.
+
+The URL is a libpq URL plus options of ours: ``schema`` (default ``unimailtrack``; created
+when missing), ``pool_min`` and ``pool_max``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from unimailtrack.errors import ConfigurationError, MissingDependency
+from unimailtrack.tracking._live import decode_changes, encode_changes
+from unimailtrack.tracking._records import StateChange
+from unimailtrack.tracking._schema import migrate
+from unimailtrack.tracking._store import (
+    Dialect,
+    Emit,
+    Outcome,
+    Params,
+    ProgramFactory,
+    Query,
+    Rows,
+    Step,
+    Store,
+    StoreError,
+    adrive,
+    awith_retries,
+    drive,
+    execute_step,
+    with_retries,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+__all__ = ["PostgresDialect", "PostgresStore", "parse_postgres_url"]
+
+log = logging.getLogger("unimailtrack.tracking")
+
+T = TypeVar("T")
+
+DEFAULT_SCHEMA = "unimailtrack"
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+_OUR_OPTIONS = frozenset({"schema", "pool_min", "pool_max"})
+_OPEN_TIMEOUT = 10.0
+_LISTEN_POLL = 0.2
+"""Seconds between the listener's checks that it should stop."""
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    positional = "%s"
+    named = "%({})s"
+    max_params = 65535
+    types: ClassVar[Mapping[str, str]] = {
+        "key": 'TEXT COLLATE "C"',
+        "text": "TEXT",
+        "int": "INTEGER",
+        "bigint": "BIGINT",
+        "bool": "BOOLEAN",
+        "json": "JSONB",
+        "blob": "BYTEA",
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    }
+
+    def __init__(self, channel: str, origin: str) -> None:
+        self.channel = channel
+        self.origin = origin
+
+    def emit(self, changes: Sequence[StateChange]) -> list[tuple[str, Params]]:
+        payloads = encode_changes(self.origin, changes)
+        return [("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [self.channel, payloads])]
+
+
+def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
+    """The libpq URL without our options, and our options."""
+    parts = urlsplit(url)
+    ours: dict[str, str] = {}
+    theirs: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        (ours.__setitem__(key, value) if key in _OUR_OPTIONS else theirs.append((key, value)))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def _int_option(options: dict[str, str], name: str, default: int) -> int:
+    try:
+        value = int(options.get(name, default))
+    except ValueError:
+        raise ConfigurationError(f"the tracker URL option {name} must be a whole number") from None
+    if value < 1:
+        raise ConfigurationError(f"the tracker URL option {name} must be at least 1")
+    return value
+
+
+def _import_psycopg() -> Any:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        raise MissingDependency(
+            "psycopg", "postgres", purpose="A PostgreSQL tracking store"
+        ) from None
+    return psycopg, psycopg_pool
+
+
+def _transient(exc: BaseException) -> bool:
+    import psycopg.errors
+
+    return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
+
+
+def _text_json(conn: Any) -> None:
+    # JSON columns come back as text, as SQLite's do, so that both share one row mapping.
+    from psycopg.types.string import TextLoader
+
+    conn.adapters.register_loader("jsonb", TextLoader)
+
+
+async def _atext_json(conn: Any) -> None:
+    _text_json(conn)
+
+
+async def _aexecute_step(
+    cursor: psycopg.AsyncCursor[Any], dialect: Dialect, step: Step, emitted: list[StateChange]
+) -> Rows:
+    """The async twin of ``execute_step``: the same statements, awaited."""
+    if isinstance(step, Emit):
+        emitted.extend(step.changes)
+        statements = dialect.emit(step.changes)
+    else:
+        statements = dialect.statements(step)
+    rows: Rows = []
+    for sql, params in statements:
+        await cursor.execute(sql, params)
+        if cursor.description is not None:
+            rows.extend(await cursor.fetchall())
+    return rows
+
+
+class PostgresStore(Store):
+    """A store in one PostgreSQL schema."""
+
+    dialect: PostgresDialect
+
+    def __init__(self, url: str, *, now_us: int = 0) -> None:
+        psycopg, psycopg_pool = _import_psycopg()
+        self._psycopg = psycopg
+        conninfo, options = parse_postgres_url(url)
+        schema = options.get("schema", DEFAULT_SCHEMA)
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(
+                f"schema {schema!r} is not a valid tracker schema name: use up to 48 lower-case "
+                "letters, digits and underscores, not starting with a digit"
+            )
+        self.schema = schema
+        self._conninfo = conninfo
+        self._max = _int_option(options, "pool_max", 8)
+        self._min = min(_int_option(options, "pool_min", 1), self._max)
+        self.dialect = PostgresDialect(f"unimailtrack_{schema}", secrets.token_hex(8))
+        self._kwargs: dict[str, Any] = {"autocommit": True, "options": f"-c search_path={schema}"}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncConnectionPool, Any] | None = None
+        self._listener: _Listener | None = None
+        self._ensure_schema()
+        self._pool: ConnectionPool = psycopg_pool.ConnectionPool(
+            conninfo,
+            min_size=self._min,
+            max_size=self._max,
+            kwargs=self._kwargs,
+            configure=_text_json,
+            open=False,
+            name=f"unimailtrack-{schema}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=_OPEN_TIMEOUT)
+            lock = (
+                Query("SELECT pg_advisory_xact_lock(hashtext(?))", (f"unimailtrack.{schema}",)),
+            )
+            self.run(lambda: migrate(self.dialect, lock, now_us), write=True)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise StoreError(f"cannot connect to PostgreSQL within {_OPEN_TIMEOUT:g}s") from exc
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore schema={self.schema!r}>"
+
+    def _ensure_schema(self) -> None:
+        psycopg = self._psycopg
+        sql = psycopg.sql
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10) as conn:
+                found = conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                ).fetchone()
+                if found is None:
+                    conn.execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                            sql.Identifier(self.schema)
+                        )
+                    )
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot prepare the PostgreSQL schema {self.schema!r}: {exc}"
+            ) from exc
+
+    # ------------------------------------------------------------------ running
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the tracker is closed")
+
+    def run(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
+        self._check_open()
+
+        def once() -> Outcome[T]:
+            emitted: list[StateChange] = []
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+                result = drive(
+                    program(), lambda step: execute_step(cursor, self.dialect, step, emitted)
+                )
+            return result, emitted
+
+        try:
+            return with_retries(once, _transient)
+        except self._psycopg.Error as exc:  # PoolTimeout included
+            raise StoreError(f"the PostgreSQL store failed: {exc}") from exc
+
+    async def _apool(self) -> AsyncConnectionPool:
+        from psycopg_pool import AsyncConnectionPool
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._check_open()
+            if self._async is None:
+                pool = AsyncConnectionPool(
+                    self._conninfo,
+                    min_size=self._min,
+                    max_size=self._max,
+                    kwargs=self._kwargs,
+                    configure=_atext_json,
+                    open=False,
+                    name=f"unimailtrack-{self.schema}-async",
+                )
+                self._async = (loop, pool, asyncio.ensure_future(pool.open(wait=True)))
+            bound, pool, opening = self._async
+        if bound is not loop:
+            raise StoreError(
+                "this tracker's async methods are bound to the event loop that first used "
+                "them; await tracker.aclose() there, or open one tracker per event loop"
+            )
+        await opening
+        return pool
+
+    async def arun(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
+        pool = await self._apool()
+
+        async def once() -> Outcome[T]:
+            emitted: list[StateChange] = []
+            async with pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+
+                async def execute(step: Step) -> Rows:
+                    return await _aexecute_step(cursor, self.dialect, step, emitted)
+
+                result = await adrive(program(), execute)
+            return result, emitted
+
+        try:
+            return await awith_retries(once, _transient)
+        except self._psycopg.Error as exc:  # PoolTimeout included
+            raise StoreError(f"the PostgreSQL store failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ listening
+
+    def listen(self, deliver: Callable[[Sequence[StateChange]], None]) -> None:
+        with self._lock:
+            self._check_open()
+            if self._listener is None:
+                listener = _Listener(
+                    self._psycopg,
+                    self._conninfo,
+                    self.dialect.channel,
+                    self.dialect.origin,
+                    deliver,
+                )
+                listener.start()
+                self._listener = listener
+            listener = self._listener
+        listener.wait_ready()
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listener, self._listener = self._listener, None
+            async_pool, self._async = self._async, None
+        if listener is not None:
+            listener.stop()
+        if async_pool is not None:
+            _close_abandoned(*async_pool)
+        self._pool.close()
+
+    async def aclose(self) -> None:
+        with self._lock:
+            async_pool, self._async = self._async, None
+        if async_pool is not None:
+            loop, pool, _ = async_pool
+            if loop is asyncio.get_running_loop():
+                await pool.close()
+            else:
+                _close_abandoned(*async_pool)
+        await asyncio.to_thread(self.close)
+
+
+def _close_abandoned(loop: asyncio.AbstractEventLoop, pool: AsyncConnectionPool, _: Any) -> None:
+    """Close an async pool from outside its event loop, when that loop can still run."""
+    if loop.is_closed():
+        log.warning("an async tracker pool outlived its event loop; use await tracker.aclose()")
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(pool.close(), loop).result()
+    else:
+        loop.run_until_complete(pool.close())
+
+
+class _Listener(threading.Thread):
+    """A thread that LISTENs on the store's channel and hands other processes' changes on.
+
+    It reconnects after losing the server (changes committed meanwhile are not replayed:
+    live updates are a hint, the store is the truth).
+    """
+
+    def __init__(
+        self,
+        psycopg: Any,
+        conninfo: str,
+        channel: str,
+        origin: str,
+        deliver: Callable[[Sequence[StateChange]], None],
+    ) -> None:
+        super().__init__(name=f"unimailtrack-listen-{channel}", daemon=True)
+        self._psycopg = psycopg
+        self._conninfo = conninfo
+        self._channel = channel
+        self._origin = origin
+        self._deliver = deliver
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+
+    def wait_ready(self) -> None:
+        if not self._ready.wait(_OPEN_TIMEOUT) or self._failure is not None:
+            raise StoreError(f"cannot listen for changes on PostgreSQL: {self._failure}")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+    def run(self) -> None:
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+                delay = 0.1
+            except self._psycopg.Error as exc:
+                if not self._ready.is_set():
+                    self._failure = exc
+                    self._ready.set()
+                    return
+                log.warning("lost the change listener connection (%s); reconnecting", exc)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _listen(self) -> None:
+        sql = self._psycopg.sql
+        with self._psycopg.connect(self._conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            self._ready.set()
+            while not self._stopping.is_set():
+                for notice in conn.notifies(timeout=_LISTEN_POLL):
+                    self._receive(notice.payload)
+
+    def _receive(self, payload: str) -> None:
+        try:
+            origin, changes = decode_changes(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed change notification on %s", self._channel)
+            return
+        if origin != self._origin:
+            self._deliver(changes)

@@ -1,0 +1,1087 @@
+"""Every tracker operation as a program (see ``_store``): its SQL, its rows, its result.
+
+Written once for both backends and for sync and async. The two rules that keep concurrent
+ingestion correct live here:
+
+- The badge only moves up the precedence, and the database decides it: the state upsert
+  compares (rank, timestamp, event id) of the stored decider with the candidate's inside
+  ``ON CONFLICT ... DO UPDATE``, where the row is locked and its latest committed version is
+  read. Counters and the ``seen`` bits are commutative (sums, minimums, bitwise or) and only
+  ever count events this transaction inserted, which the events table's unique key makes
+  exactly once across processes.
+- Rows are written in a stable order (events by id, states by tracking id, links by key), so
+  two transactions that touch the same rows queue behind each other instead of deadlocking.
+
+An event that carries no tracking id meets its send in ``links``: the event side locks (or
+creates) the link row and reads the tracking id committed there; the send side writes it and,
+when events were waiting, attaches them. Whichever commits second sees the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from unimailtrack.errors import ConfigurationError
+from unimailtrack.lifecycle import EXPIRED_REASON, RANK, MessageState, fold
+from unimailtrack.model import (
+    BounceKind,
+    DeliveryStatus,
+    Email,
+    EmailEvent,
+    EventType,
+    SendResult,
+    Suppression,
+    dedupe_key,
+    suppression_key,
+)
+from unimailtrack.tracking._records import (
+    BulkStats,
+    DeadLetter,
+    DomainAlert,
+    IngestResult,
+    Page,
+    SendRecord,
+    StateChange,
+    decode_cursor,
+    encode_cursor,
+    from_micros,
+    to_micros,
+)
+from unimailtrack.tracking._schema import SEEN_BITS
+from unimailtrack.tracking._store import Emit, Program, Query, Write
+
+__all__ = [
+    "BADGE_SQL",
+    "SORT_KEYS",
+    "Batch",
+    "Clock",
+    "ReportFilter",
+    "add_nonce",
+    "badge",
+    "bulk_rows",
+    "bulk_stats",
+    "count_events",
+    "dead_letters",
+    "discard_dead_letter",
+    "domain_alerts",
+    "history",
+    "ingest",
+    "list_suppressions",
+    "prepare",
+    "record_dead_letter",
+    "record_send",
+    "report",
+    "send_rows",
+    "state",
+    "suppress",
+    "suppression",
+    "suppressions_for",
+    "sweep",
+    "timeline",
+    "unsuppress",
+]
+
+LinkKey = tuple[str, str, str]
+"""(provider, provider message key, recipient key): how an event without a tracking id
+finds its send."""
+
+_ARRIVED = (
+    EventType.DELIVERED,
+    EventType.OPENED,
+    EventType.CLICKED,
+    EventType.COMPLAINED,
+    EventType.UNSUBSCRIBED,
+    EventType.RESUBSCRIBED,
+)
+"""Event types that prove the mail reached the mailbox (``MessageState.delivered``)."""
+
+
+def _bits(*types: EventType) -> int:
+    result = 0
+    for kind in types:
+        result |= SEEN_BITS[kind]
+    return result
+
+
+_ARRIVED_BITS = _bits(*_ARRIVED)
+_IN_LIST_CHUNK = 500
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; anything JSON cannot carry (a datetime a caller put in ``raw``) as text."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _loads(text: str | None, empty: Any) -> Any:
+    return empty if text is None else json.loads(text)
+
+
+def _suppresses(event: EmailEvent) -> bool:
+    """Hard bounces, complaints and unsubscribes; soft, block and undetermined never."""
+    kind = event.type
+    if kind is EventType.BOUNCED:
+        return event.bounce is BounceKind.HARD
+    return kind is EventType.COMPLAINED or kind is EventType.UNSUBSCRIBED
+
+
+# --------------------------------------------------------------------------- events
+
+_EVENT_COLUMNS = (
+    "event_id, provider, type, provider_event, recipient, recipient_key, domain, message_id, "
+    "message_key, tracking_id, timestamp_us, rank, reason, bounce, smtp_status, attempt, url, "
+    "user_agent, machine, tags, metadata, raw, received_at_us"
+)
+_EVENT_INSERT = f"INSERT INTO events ({_EVENT_COLUMNS})"
+_EVENT_INSERT_TAIL = "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+_EVENT_SELECT = (
+    "event_id, provider, type, provider_event, recipient, message_id, tracking_id, "
+    "timestamp_us, rank, reason, bounce, smtp_status, attempt, url, user_agent, machine, "
+    "tags, metadata, raw"
+)
+_TIMELINE_ORDER = "ORDER BY timestamp_us, rank, event_id"
+"""The order ``fold`` lists a timeline in: time, then precedence, then id."""
+
+
+def _message_key_function(provider: str) -> Callable[[str], str]:
+    from unimailtrack.adapters import get_adapter_class
+
+    try:
+        return get_adapter_class(provider).message_key
+    except (ConfigurationError, ImportError):
+        return str
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One event on its way in, with what the tables key it by. ``link`` is the key to find
+    its send by, when it names no tracking id itself."""
+
+    event: EmailEvent
+    timestamp_us: int
+    rank: int
+    recipient_key: str
+    message_key: str | None
+    link: LinkKey | None
+
+    def row(self, tracking_id: str | None, received_at_us: int) -> tuple[Any, ...]:
+        e = self.event
+        return (
+            e.event_id,
+            e.provider,
+            e.type.value,
+            e.provider_event,
+            e.recipient,
+            self.recipient_key,
+            self.recipient_key.rpartition("@")[2],
+            e.message_id,
+            self.message_key,
+            tracking_id,
+            self.timestamp_us,
+            self.rank,
+            e.reason,
+            None if e.bounce is None else e.bounce.value,
+            e.smtp_status,
+            e.attempt,
+            e.url,
+            e.user_agent,
+            e.machine,
+            dumps(e.tags) if e.tags else None,
+            dumps(e.metadata) if e.metadata else None,
+            dumps(e.raw),
+            received_at_us,
+        )
+
+
+Placed = tuple[Entry, str | None]
+"""An entry and the tracking id it belongs to, once known."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A batch of events ready to store: unique by event id, in event id order."""
+
+    entries: tuple[Entry, ...]
+    received: int
+    links: tuple[LinkKey, ...]
+
+
+def prepare(events: Iterable[EmailEvent]) -> Batch:
+    """Everything about a batch that needs no database: keys, ranks, times, and the link
+    keys to resolve. Pure Python on plain dataclasses: no validation on this hot path."""
+    unique: dict[str, EmailEvent] = {}
+    received = 0
+    for event in events:
+        received += 1
+        unique.setdefault(event.event_id, event)
+    key_functions: dict[str, Callable[[str], str]] = {}
+    entries: list[Entry] = []
+    links: set[LinkKey] = set()
+    for event_id in sorted(unique):
+        event = unique[event_id]
+        message_key = None
+        if event.message_id is not None:
+            key_of = key_functions.get(event.provider)
+            if key_of is None:
+                key_of = key_functions[event.provider] = _message_key_function(event.provider)
+            message_key = key_of(event.message_id)
+        recipient_key = dedupe_key(event.recipient) if event.recipient else ""
+        link = None
+        if event.tracking_id is None and message_key is not None and recipient_key:
+            link = (event.provider, message_key, recipient_key)
+            links.add(link)
+        entries.append(
+            Entry(
+                event=event,
+                timestamp_us=to_micros(event.timestamp),
+                rank=RANK[event.type],
+                recipient_key=recipient_key,
+                message_key=message_key,
+                link=link,
+            )
+        )
+    return Batch(tuple(entries), received, tuple(sorted(links)))
+
+
+def event_from_row(row: Sequence[Any]) -> EmailEvent:
+    return EmailEvent(
+        event_id=row[0],
+        provider=row[1],
+        type=EventType(row[2]),
+        provider_event=row[3],
+        recipient=row[4],
+        message_id=row[5],
+        tracking_id=row[6],
+        timestamp=from_micros(row[7]),
+        reason=row[9],
+        bounce=None if row[10] is None else BounceKind(row[10]),
+        smtp_status=row[11],
+        attempt=row[12],
+        url=row[13],
+        user_agent=row[14],
+        machine=None if row[15] is None else bool(row[15]),
+        tags=_loads(row[16], []),
+        metadata=_loads(row[17], {}),
+        raw=json.loads(row[18]),
+    )
+
+
+def _placed_from_row(row: Sequence[Any]) -> Placed:
+    event = event_from_row(row)
+    entry = Entry(
+        event=event,
+        timestamp_us=row[7],
+        rank=row[8],
+        recipient_key=dedupe_key(event.recipient),
+        message_key=None,
+        link=None,
+    )
+    return entry, event.tracking_id
+
+
+_LINK_WAIT = "INSERT INTO links (provider, message_key, recipient_key, tracking_id, orphans)"
+_LINK_WAIT_TAIL = (
+    "ON CONFLICT (provider, message_key, recipient_key) DO UPDATE SET orphans = links.orphans "
+    "RETURNING provider, message_key, recipient_key, tracking_id"
+)
+"""Lock (or create, marked as having orphans) each link row and read its tracking id."""
+
+
+def ingest(batch: Batch, now_us: int) -> Program[IngestResult]:
+    """Store a batch of events and fold the new ones into their states (one transaction)."""
+    found: dict[LinkKey, str] = {}
+    if batch.links:
+        rows = yield Write(_LINK_WAIT, [(*key, None, True) for key in batch.links], _LINK_WAIT_TAIL)
+        found = {(p, m, r): t for p, m, r, t in rows if t is not None}
+    placed: list[Placed] = [
+        (entry, entry.event.tracking_id or (found.get(entry.link) if entry.link else None))
+        for entry in batch.entries
+    ]
+    inserted = yield Write(
+        _EVENT_INSERT, [entry.row(tid, now_us) for entry, tid in placed], _EVENT_INSERT_TAIL
+    )
+    new_ids = {row[0] for row in inserted}
+    fresh = [item for item in placed if item[0].event.event_id in new_ids]
+    changes = yield from _fold_in(fresh, now_us)
+    yield from _suppress(fresh)
+    return IngestResult(
+        new=len(new_ids), duplicates=batch.received - len(new_ids), changes=tuple(changes)
+    )
+
+
+# --------------------------------------------------------------------------- states
+
+
+@dataclass(slots=True)
+class _Partial:
+    """What a set of new events adds to one state: the best of them and the aggregates."""
+
+    best: Entry
+    seen: int = 0
+    opens: int = 0
+    clicks: int = 0
+    first_delivered: int | None = None
+    first_opened: int | None = None
+    first_clicked: int | None = None
+
+    def add(self, entry: Entry) -> None:
+        best = self.best
+        if (entry.rank, entry.timestamp_us, entry.event.event_id) > (
+            best.rank,
+            best.timestamp_us,
+            best.event.event_id,
+        ):
+            self.best = entry
+        kind = entry.event.type
+        at = entry.timestamp_us
+        bit = SEEN_BITS[kind]
+        self.seen |= bit
+        if bit & _ARRIVED_BITS:
+            self.first_delivered = _earliest(self.first_delivered, at)
+        if kind is EventType.OPENED:
+            self.opens += 1
+            self.first_opened = _earliest(self.first_opened, at)
+        elif kind is EventType.CLICKED:
+            self.clicks += 1
+            self.first_clicked = _earliest(self.first_clicked, at)
+
+    def row(self, tracking_id: str, now_us: int) -> tuple[Any, ...]:
+        best = self.best
+        event = best.event
+        return (
+            tracking_id,
+            event.recipient,
+            event.type.value,
+            event.reason,
+            None if event.bounce is None else event.bounce.value,
+            event.smtp_status,
+            best.rank,
+            best.timestamp_us,
+            event.event_id,
+            self.seen,
+            self.opens,
+            self.clicks,
+            self.first_delivered,
+            self.first_opened,
+            self.first_clicked,
+            now_us,
+        )
+
+
+def _earliest(current: int | None, candidate: int) -> int:
+    return candidate if current is None or candidate < current else current
+
+
+_STATE_INSERT = (
+    "INSERT INTO messages (tracking_id, recipient, status, reason, bounce, smtp_status, rank, "
+    "decided_at_us, event_id, seen, opens, clicks, first_delivered_at_us, first_opened_at_us, "
+    "first_clicked_at_us, updated_at_us)"
+)
+_WINS = (
+    "(messages.rank IS NULL OR (excluded.rank, excluded.decided_at_us, excluded.event_id) > "
+    "(messages.rank, messages.decided_at_us, messages.event_id))"
+)
+_DECIDED = ("status", "reason", "bounce", "smtp_status", "rank", "decided_at_us", "event_id")
+
+
+def _earlier_sql(column: str) -> str:
+    return (
+        f"{column} = CASE WHEN messages.{column} IS NULL OR excluded.{column} < messages.{column} "
+        f"THEN excluded.{column} ELSE messages.{column} END"
+    )
+
+
+_STATE_UPSERT = (
+    "ON CONFLICT (tracking_id) DO UPDATE SET previous_status = messages.status, "
+    + ", ".join(
+        f"{c} = CASE WHEN {_WINS} THEN excluded.{c} ELSE messages.{c} END" for c in _DECIDED
+    )
+    + f", expired = CASE WHEN {_WINS} THEN FALSE ELSE messages.expired END"
+    ", seen = messages.seen | excluded.seen"
+    ", opens = messages.opens + excluded.opens"
+    ", clicks = messages.clicks + excluded.clicks, "
+    + ", ".join(
+        _earlier_sql(c)
+        for c in ("first_delivered_at_us", "first_opened_at_us", "first_clicked_at_us")
+    )
+    + ", updated_at_us = excluded.updated_at_us"
+    ", recipient = COALESCE(messages.recipient, excluded.recipient)"
+    " RETURNING tracking_id, event_id, previous_status, status, reason, decided_at_us, "
+    "recipient, bulk_id, send_status"
+)
+"""The state upsert: the database keeps whichever decider ranks higher (rank, time, id)."""
+
+
+def badge(status: str | None, send_status: str | None) -> DeliveryStatus | None:
+    """The badge a row shows: its folded status, or the send's own outcome while no event
+    above ``unknown`` has arrived. ``BADGE_SQL`` is the same rule in SQL."""
+    if (status is None or status == EventType.UNKNOWN) and send_status is not None:
+        return DeliveryStatus(send_status)
+    return None if status is None else DeliveryStatus(status)
+
+
+def _fold_in(fresh: Sequence[Placed], now_us: int) -> Program[list[StateChange]]:
+    """Fold newly stored events into their states; the changes they caused."""
+    partials: dict[str, _Partial] = {}
+    for entry, tracking_id in fresh:
+        if tracking_id is None or not entry.event.recipient:
+            continue
+        partial = partials.get(tracking_id)
+        if partial is None:
+            partial = partials[tracking_id] = _Partial(entry)
+        partial.add(entry)
+    if not partials:
+        return []
+    rows = yield Write(
+        _STATE_INSERT,
+        [partials[tid].row(tid, now_us) for tid in sorted(partials)],
+        _STATE_UPSERT,
+    )
+    changes: list[StateChange] = []
+    for tid, event_id, previous, status, reason, decided, recipient, bulk_id, sent in rows:
+        if event_id != partials[tid].best.event.event_id:
+            continue  # a stored event still decides: nothing changed
+        now = badge(status, sent)
+        assert now is not None  # the row has a decider
+        changes.append(
+            StateChange(
+                tracking_id=tid,
+                recipient=recipient,
+                bulk_id=bulk_id,
+                previous=badge(previous, sent),
+                status=now,
+                reason=reason,
+                event_id=event_id,
+                timestamp=from_micros(decided),
+            )
+        )
+    if changes:
+        changes.sort(key=lambda c: c.tracking_id)
+        yield Emit(changes)
+    return changes
+
+
+# --------------------------------------------------------------------------- suppression
+
+_SUPPRESSION_COLUMNS = "address_key, address, reason, cause, created_at_us, event_id, tracking_id"
+_SUPPRESSION_INSERT = f"INSERT INTO suppressions ({_SUPPRESSION_COLUMNS})"
+_SUPPRESSION_SET = (
+    "address = excluded.address, reason = excluded.reason, cause = excluded.cause, "
+    "created_at_us = excluded.created_at_us, event_id = excluded.event_id, "
+    "tracking_id = excluded.tracking_id"
+)
+_SUPPRESSION_EARLIEST = (
+    f"ON CONFLICT (address_key) DO UPDATE SET {_SUPPRESSION_SET} "
+    "WHERE (excluded.created_at_us, excluded.event_id) < "
+    "(suppressions.created_at_us, COALESCE(suppressions.event_id, ''))"
+)
+"""An address stays suppressed since the earliest event that suppressed it, whatever order
+the events arrive in."""
+
+
+def _suppress(fresh: Sequence[Placed]) -> Program[None]:
+    chosen: dict[str, tuple[Any, ...]] = {}
+    for entry, tracking_id in fresh:
+        event = entry.event
+        if not event.recipient or not _suppresses(event):
+            continue
+        key = suppression_key(event.recipient)
+        row = (
+            key,
+            event.recipient,
+            event.reason,
+            event.type.value,
+            entry.timestamp_us,
+            event.event_id,
+            tracking_id,
+        )
+        current = chosen.get(key)
+        if current is None or (row[4], row[5]) < (current[4], current[5]):
+            chosen[key] = row
+    if chosen:
+        yield Write(_SUPPRESSION_INSERT, [chosen[k] for k in sorted(chosen)], _SUPPRESSION_EARLIEST)
+
+
+def _suppression_from_row(row: Sequence[Any]) -> Suppression:
+    return Suppression(
+        address=row[1],
+        reason=row[2],
+        cause=EventType(row[3]),
+        created_at=from_micros(row[4]),
+        event_id=row[5],
+        tracking_id=row[6],
+    )
+
+
+def suppressions_for(addresses: Sequence[str]) -> Program[dict[str, Suppression]]:
+    keys = sorted({suppression_key(a) for a in addresses})
+    found: dict[str, Suppression] = {}
+    for start in range(0, len(keys), _IN_LIST_CHUNK):
+        chunk = keys[start : start + _IN_LIST_CHUNK]
+        rows = yield Query(
+            f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions "
+            f"WHERE address_key IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        found.update((row[0], _suppression_from_row(row)) for row in rows)
+    return found
+
+
+def suppression(address: str) -> Program[Suppression | None]:
+    found = yield from suppressions_for([address])
+    return found.get(suppression_key(address))
+
+
+def unsuppress(address: str) -> Program[Suppression | None]:
+    rows = yield Query(
+        f"DELETE FROM suppressions WHERE address_key = ? RETURNING {_SUPPRESSION_COLUMNS}",
+        (suppression_key(address),),
+    )
+    return _suppression_from_row(rows[0]) if rows else None
+
+
+def suppress(
+    address: str, reason: str | None, cause: EventType, now_us: int
+) -> Program[Suppression]:
+    row = (suppression_key(address), address.strip(), reason, cause.value, now_us, None, None)
+    yield Write(
+        _SUPPRESSION_INSERT, [row], f"ON CONFLICT (address_key) DO UPDATE SET {_SUPPRESSION_SET}"
+    )
+    return _suppression_from_row(row)
+
+
+def list_suppressions(cursor: str | None, limit: int) -> Program[Page[Suppression]]:
+    where, params = "", {"limit": limit + 1}
+    if cursor is not None:
+        created, key = decode_cursor("suppressions", cursor, 2)
+        where = "WHERE (created_at_us, address_key) < (:created, :key)"
+        params.update(created=created, key=key)
+    rows = yield Query(
+        f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions {where} "
+        "ORDER BY created_at_us DESC, address_key DESC LIMIT :limit",
+        params,
+    )
+    total = yield Query("SELECT COUNT(*) FROM suppressions")
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor("suppressions", [rows[-1][4], rows[-1][0]]) if more else None
+    return Page(tuple(_suppression_from_row(r) for r in rows), next_cursor, int(total[0][0]))
+
+
+# --------------------------------------------------------------------------- sends
+
+_SEND_COLUMNS = (
+    "tracking_id, bulk_id, provider, message_id, sender, recipient, recipient_key, name, "
+    "subject, category, metadata, tags, track_opens, track_clicks, send_status, send_error, "
+    "sent_at_us, updated_at_us"
+)
+_SEND_INSERT = f"INSERT INTO messages ({_SEND_COLUMNS})"
+_SEND_UPSERT = (
+    "ON CONFLICT (tracking_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}"
+        for c in _SEND_COLUMNS.split(", ")
+        if c not in ("tracking_id", "updated_at_us")
+    )
+    + " WHERE messages.sent_at_us IS NULL"
+)
+"""A send fills the send columns of its row, which its events may have created already; the
+first record of a send is kept."""
+_LINK_SEND = "INSERT INTO links (provider, message_key, recipient_key, tracking_id)"
+_LINK_SEND_TAIL = (
+    "ON CONFLICT (provider, message_key, recipient_key) DO UPDATE "
+    "SET tracking_id = excluded.tracking_id RETURNING tracking_id, orphans"
+)
+_ATTACH_WAITING = (
+    "UPDATE events SET tracking_id = :tracking_id WHERE tracking_id IS NULL "
+    "AND provider = :provider AND message_key = :message_key AND recipient_key = :recipient_key "
+    f"RETURNING {_EVENT_SELECT}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRows:
+    messages: list[tuple[Any, ...]]
+    links: list[tuple[str, str, str, str]]
+
+
+def send_rows(email: Email, result: SendResult, now_us: int) -> SendRows:
+    """One row per recipient result (suppressed, duplicate and failed ones too), in tracking
+    id order, and the links by which events without a tracking id will find them."""
+    names: dict[str, str | None] = {}
+    for address in email.recipients():
+        names.setdefault(dedupe_key(address.email), address.name)
+    sender = str(email.sender)
+    metadata = dumps(email.metadata) if email.metadata else None
+    tags = dumps(email.tags) if email.tags else None
+    messages: list[tuple[Any, ...]] = []
+    links: list[tuple[str, str, str, str]] = []
+    for recipient in result.recipients:
+        key = dedupe_key(recipient.recipient)
+        messages.append(
+            (
+                recipient.tracking_id,
+                result.bulk_id,
+                recipient.provider,
+                recipient.message_id,
+                sender,
+                recipient.recipient,
+                key,
+                names.get(key),
+                email.subject,
+                email.category,
+                metadata,
+                tags,
+                email.track_opens,
+                email.track_clicks,
+                recipient.status.value,
+                recipient.error,
+                now_us,
+                now_us,
+            )
+        )
+        if recipient.provider and recipient.message_id:
+            links.append((recipient.provider, recipient.message_id, key, recipient.tracking_id))
+    messages.sort(key=lambda row: row[0])
+    links.sort()
+    return SendRows(messages, links)
+
+
+def record_send(rows: SendRows, now_us: int) -> Program[list[StateChange]]:
+    """Record a send; attach (and fold in) any of its events that arrived before it."""
+    yield Write(_SEND_INSERT, rows.messages, _SEND_UPSERT)
+    if not rows.links:
+        return []
+    linked = yield Write(_LINK_SEND, rows.links, _LINK_SEND_TAIL)
+    waiting = {tid for tid, orphans in linked if orphans}
+    fresh: list[Placed] = []
+    for provider, message_key, recipient_key, tracking_id in rows.links:
+        if tracking_id not in waiting:
+            continue
+        attached = yield Query(
+            _ATTACH_WAITING,
+            {
+                "tracking_id": tracking_id,
+                "provider": provider,
+                "message_key": message_key,
+                "recipient_key": recipient_key,
+            },
+        )
+        fresh.extend(_placed_from_row(row) for row in attached)
+    fresh.sort(key=lambda item: item[0].event.event_id)
+    return (yield from _fold_in(fresh, now_us))
+
+
+# --------------------------------------------------------------------------- reading
+
+BADGE_SQL = (
+    "CASE WHEN m.rank IS NULL OR m.rank = 0 THEN COALESCE(m.send_status, m.status, 'unknown') "
+    "WHEN m.status = 'deferred' AND m.decided_at_us < :cutoff THEN 'failed' "
+    "ELSE m.status END"
+)
+"""The badge in SQL: ``badge()``, plus a deferral older than the window read as failed."""
+_REASON_SQL = (
+    "CASE WHEN m.rank IS NULL OR m.rank = 0 THEN COALESCE(m.send_error, m.reason) "
+    f"WHEN m.status = 'deferred' AND m.decided_at_us < :cutoff THEN '{EXPIRED_REASON}' "
+    "ELSE m.reason END"
+)
+_UPDATED_SQL = (
+    "CASE WHEN m.rank IS NULL THEN m.sent_at_us "
+    "WHEN m.expired OR (m.status = 'deferred' AND m.decided_at_us < :cutoff) "
+    "THEN m.decided_at_us + :expiry ELSE m.decided_at_us END"
+)
+_RECORD_SELECT = (
+    "m.tracking_id, m.bulk_id, m.recipient, m.name, m.sender, m.subject, m.category, "
+    "m.metadata, m.tags, m.provider, m.message_id, "
+    f"{BADGE_SQL}, {_REASON_SQL}, m.sent_at_us, {_UPDATED_SQL}, m.opens, m.clicks"
+)
+_NEWEST_FIRST = "ORDER BY m.sent_at_us DESC, m.tracking_id DESC"
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The reading time and the deferral window, as the SQL parameters that need them."""
+
+    now: datetime
+    expiry: timedelta
+
+    @property
+    def params(self) -> dict[str, int]:
+        return {
+            "cutoff": to_micros(self.now - self.expiry),
+            "expiry": self.expiry // timedelta(microseconds=1),
+        }
+
+
+def _record_from_row(row: Sequence[Any]) -> SendRecord:
+    return SendRecord(
+        tracking_id=row[0],
+        bulk_id=row[1],
+        recipient=row[2],
+        name=row[3],
+        sender=row[4],
+        subject=row[5],
+        category=row[6],
+        metadata=_loads(row[7], {}),
+        tags=_loads(row[8], []),
+        provider=row[9],
+        message_id=row[10],
+        status=DeliveryStatus(row[11]),
+        reason=row[12],
+        sent_at=from_micros(row[13]),
+        updated_at=from_micros(row[14]),
+        opens=int(row[15]),
+        clicks=int(row[16]),
+    )
+
+
+def _newest_first_page(
+    kind: str,
+    where: list[str],
+    params: dict[str, Any],
+    cursor: str | None,
+    limit: int,
+) -> Program[Page[SendRecord]]:
+    """A page of send records, newest first, by keyset on (sent at, tracking id)."""
+    total = yield Query(f"SELECT COUNT(*) FROM messages m WHERE {' AND '.join(where)}", params)
+    if cursor is not None:
+        sent, tracking_id = decode_cursor(kind, cursor, 2)
+        where = [*where, "(m.sent_at_us, m.tracking_id) < (:after_sent, :after_id)"]
+        params = {**params, "after_sent": sent, "after_id": tracking_id}
+    rows = yield Query(
+        f"SELECT {_RECORD_SELECT} FROM messages m WHERE {' AND '.join(where)} "
+        f"{_NEWEST_FIRST} LIMIT :limit",
+        {**params, "limit": limit + 1},
+    )
+    more = len(rows) > limit
+    records = tuple(_record_from_row(row) for row in rows[:limit])
+    next_cursor = None
+    if more:
+        last = records[-1]
+        next_cursor = encode_cursor(kind, [to_micros(last.sent_at), last.tracking_id])
+    return Page(records, next_cursor, int(total[0][0]))
+
+
+def history(
+    recipient: str, cursor: str | None, limit: int, clock: Clock
+) -> Program[Page[SendRecord]]:
+    return (
+        yield from _newest_first_page(
+            "history",
+            ["m.recipient_key = :recipient_key"],
+            {"recipient_key": dedupe_key(recipient), **clock.params},
+            cursor,
+            limit,
+        )
+    )
+
+
+def _in_list(column: str, name: str, values: Sequence[str], params: dict[str, Any]) -> str:
+    names = [f"{name}_{i}" for i in range(len(values))]
+    params.update(zip(names, values, strict=True))
+    return f"{column} IN ({', '.join(':' + n for n in names)})"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFilter:
+    since: datetime | None = None
+    until: datetime | None = None
+    statuses: Sequence[str] = ()
+    categories: Sequence[str] = ()
+    providers: Sequence[str] = ()
+    bulk_id: str | None = None
+    recipient: str | None = None
+
+
+def report(
+    filters: ReportFilter, cursor: str | None, limit: int, clock: Clock
+) -> Program[Page[SendRecord]]:
+    params: dict[str, Any] = dict(clock.params)
+    where = ["m.sent_at_us IS NOT NULL"]
+    if filters.since is not None:
+        where.append("m.sent_at_us >= :since")
+        params["since"] = to_micros(filters.since)
+    if filters.until is not None:
+        where.append("m.sent_at_us < :until")
+        params["until"] = to_micros(filters.until)
+    if filters.bulk_id is not None:
+        where.append("m.bulk_id = :bulk_id")
+        params["bulk_id"] = filters.bulk_id
+    if filters.recipient is not None:
+        where.append("m.recipient_key = :recipient_key")
+        params["recipient_key"] = dedupe_key(filters.recipient)
+    if filters.statuses:
+        where.append(_in_list(f"({BADGE_SQL})", "status", filters.statuses, params))
+    if filters.categories:
+        where.append(_in_list("m.category", "category", filters.categories, params))
+    if filters.providers:
+        where.append(_in_list("m.provider", "provider", filters.providers, params))
+    return (yield from _newest_first_page("report", where, params, cursor, limit))
+
+
+_STATUS_ORDER = (
+    DeliveryStatus.UNKNOWN,
+    DeliveryStatus.DUPLICATE,
+    DeliveryStatus.SUPPRESSED,
+    DeliveryStatus.ACCEPTED,
+    DeliveryStatus.PROCESSED,
+    DeliveryStatus.DEFERRED,
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.BOUNCED,
+    DeliveryStatus.DROPPED,
+    DeliveryStatus.REJECTED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.OPENED,
+    DeliveryStatus.CLICKED,
+    DeliveryStatus.UNSUBSCRIBED,
+    DeliveryStatus.RESUBSCRIBED,
+    DeliveryStatus.COMPLAINED,
+)
+"""Sorting by status sorts by how far a message got, library-side outcomes first."""
+assert set(_STATUS_ORDER) == set(DeliveryStatus)
+
+SORT_KEYS: Mapping[str, str] = {
+    "date": _UPDATED_SQL,
+    "sent_at": "m.sent_at_us",
+    "name": "LOWER(COALESCE(m.name, ''))",
+    "email": "m.recipient_key",
+    "status": f"CASE {BADGE_SQL} "
+    + " ".join(f"WHEN '{s.value}' THEN {i}" for i, s in enumerate(_STATUS_ORDER))
+    + " END",
+}
+"""What ``bulk_rows`` sorts by: ``date`` is when the badge last moved."""
+
+
+def bulk_rows(
+    bulk_id: str,
+    sort: str,
+    descending: bool,
+    statuses: Sequence[str],
+    cursor: str | None,
+    limit: int | None,
+    clock: Clock,
+) -> Program[Page[SendRecord]]:
+    """A bulk send's per-recipient rows, sorted and filtered, by keyset on (sort key,
+    tracking id) so that "load more" is as cheap as the first page."""
+    key = SORT_KEYS[sort]
+    kind = f"bulk:{sort}:{'desc' if descending else 'asc'}"
+    params: dict[str, Any] = {"bulk_id": bulk_id, **clock.params}
+    where = ["m.bulk_id = :bulk_id"]
+    if statuses:
+        where.append(_in_list(f"({BADGE_SQL})", "status", statuses, params))
+    total = yield Query(f"SELECT COUNT(*) FROM messages m WHERE {' AND '.join(where)}", params)
+    direction, after = ("DESC", "<") if descending else ("ASC", ">")
+    if cursor is not None:
+        value, tracking_id = decode_cursor(kind, cursor, 2)
+        where.append(f"({key}, m.tracking_id) {after} (:after_value, :after_id)")
+        params.update(after_value=value, after_id=tracking_id)
+    page = ""
+    if limit is not None:
+        page = "LIMIT :limit"
+        params["limit"] = limit + 1
+    rows = yield Query(
+        f"SELECT {_RECORD_SELECT}, {key} FROM messages m WHERE {' AND '.join(where)} "
+        f"ORDER BY {key} {direction}, m.tracking_id {direction} {page}",
+        params,
+    )
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if limit is not None else rows
+    next_cursor = encode_cursor(kind, [rows[-1][-1], rows[-1][0]]) if more else None
+    return Page(tuple(_record_from_row(r) for r in rows), next_cursor, int(total[0][0]))
+
+
+def _has(*types: EventType) -> str:
+    return f"(m.seen & {_bits(*types)}) <> 0"
+
+
+_STATS_SQL = f"""
+SELECT
+    COUNT(*),
+    COUNT(*) FILTER (WHERE m.send_status = 'accepted'),
+    COUNT(*) FILTER (WHERE m.send_status = 'suppressed'),
+    COUNT(*) FILTER (WHERE m.send_status = 'duplicate'),
+    COUNT(*) FILTER (WHERE m.send_status = 'failed'),
+    COUNT(*) FILTER (WHERE {_has(*_ARRIVED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.OPENED, EventType.CLICKED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.CLICKED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.BOUNCED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.DROPPED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.DEFERRED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.REJECTED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.FAILED)} OR m.expired
+                     OR (m.status = 'deferred' AND m.decided_at_us < :cutoff)),
+    COUNT(*) FILTER (WHERE {_has(EventType.COMPLAINED)}),
+    COUNT(*) FILTER (WHERE {_has(EventType.UNSUBSCRIBED)}),
+    COALESCE(SUM(m.opens), 0),
+    COALESCE(SUM(m.clicks), 0),
+    COUNT(*) FILTER (WHERE m.opens > 0),
+    COUNT(*) FILTER (WHERE m.clicks > 0)
+FROM messages m WHERE m.bulk_id = :bulk_id
+"""
+
+
+def bulk_stats(bulk_id: str, clock: Clock) -> Program[BulkStats]:
+    rows = yield Query(_STATS_SQL, {"bulk_id": bulk_id, **clock.params})
+    return BulkStats(bulk_id, *(int(value) for value in rows[0]))
+
+
+def timeline(tracking_id: str) -> Program[list[EmailEvent]]:
+    rows = yield Query(
+        f"SELECT {_EVENT_SELECT} FROM events WHERE tracking_id = ? {_TIMELINE_ORDER}",
+        (tracking_id,),
+    )
+    return [event_from_row(row) for row in rows]
+
+
+def state(tracking_id: str, clock: Clock) -> Program[MessageState]:
+    """The fold of every stored event of the message: exactly ``lifecycle.fold``."""
+    events = yield from timeline(tracking_id)
+    return fold(events, now=clock.now, deferred_expiry=clock.expiry)
+
+
+def count_events() -> Program[int]:
+    rows = yield Query("SELECT COUNT(*) FROM events")
+    return int(rows[0][0])
+
+
+_SWEEP = (
+    "UPDATE messages SET previous_status = status, status = 'failed', "
+    f"reason = '{EXPIRED_REASON}', bounce = NULL, expired = TRUE, updated_at_us = :now "
+    "WHERE status = 'deferred' AND decided_at_us < :cutoff "
+    "RETURNING tracking_id, recipient, bulk_id, decided_at_us"
+)
+
+
+def sweep(clock: Clock) -> Program[int]:
+    """Persist the expiry of deferrals older than the window, and forget expired nonces."""
+    now_us = to_micros(clock.now)
+    rows = yield Query(_SWEEP, {"now": now_us, **clock.params})
+    yield Query("DELETE FROM nonces WHERE expires_at_us <= ?", (now_us,))
+    changes = sorted(
+        (
+            StateChange(
+                tracking_id=tid,
+                recipient=recipient,
+                bulk_id=bulk_id,
+                previous=DeliveryStatus.DEFERRED,
+                status=DeliveryStatus.FAILED,
+                reason=EXPIRED_REASON,
+                event_id=None,
+                timestamp=from_micros(decided) + clock.expiry,
+            )
+            for tid, recipient, bulk_id, decided in rows
+        ),
+        key=lambda c: c.tracking_id,
+    )
+    if changes:
+        yield Emit(changes)
+    return len(changes)
+
+
+_BOUNCES_WHERE = (
+    "e.type = 'bounced' AND e.timestamp_us >= :since AND e.timestamp_us <= :until "
+    "AND e.domain <> ''"
+)
+
+
+def domain_alerts(
+    threshold: int, since: datetime, until: datetime, kinds: Sequence[str]
+) -> Program[list[DomainAlert]]:
+    """Domains where at least ``threshold`` different recipients bounced (of ``kinds``)
+    between ``since`` and ``until``, most affected first, with the reasons given."""
+    params: dict[str, Any] = {
+        "since": to_micros(since),
+        "until": to_micros(until),
+        "threshold": threshold,
+    }
+    where = f"{_BOUNCES_WHERE} AND {_in_list('e.bounce', 'kind', kinds, params)}"
+    rows = yield Query(
+        "SELECT e.domain, COUNT(DISTINCT e.recipient_key), COUNT(*), MIN(e.timestamp_us), "
+        f"MAX(e.timestamp_us) FROM events e WHERE {where} GROUP BY e.domain "
+        "HAVING COUNT(DISTINCT e.recipient_key) >= :threshold "
+        "ORDER BY COUNT(DISTINCT e.recipient_key) DESC, e.domain",
+        params,
+    )
+    if not rows:
+        return []
+    domains = [row[0] for row in rows]
+    reason_rows = yield Query(
+        f"SELECT DISTINCT e.domain, e.reason FROM events e WHERE {where} "
+        f"AND e.reason IS NOT NULL AND {_in_list('e.domain', 'domain', domains, params)} "
+        "ORDER BY e.domain, e.reason",
+        params,
+    )
+    reasons: dict[str, list[str]] = {}
+    for domain, reason in reason_rows:
+        reasons.setdefault(domain, []).append(reason)
+    return [
+        DomainAlert(
+            domain=domain,
+            recipients=int(recipients),
+            bounces=int(bounces),
+            first_at=from_micros(first),
+            last_at=from_micros(last),
+            reasons=tuple(reasons.get(domain, ())),
+        )
+        for domain, recipients, bounces, first, last in rows
+    ]
+
+
+# --------------------------------------------------------------------------- the rest
+
+_PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+"""Credentials a webhook request may carry; a dead letter keeps everything else."""
+
+
+def record_dead_letter(
+    provider: str, body: bytes, headers: Mapping[str, str], reason: str, now_us: int
+) -> Program[int]:
+    kept = {k: v for k, v in headers.items() if k.lower() not in _PRIVATE_HEADERS}
+    rows = yield Write(
+        "INSERT INTO dead_letters (provider, received_at_us, reason, headers, body)",
+        [(provider, now_us, reason, dumps(kept), bytes(body))],
+        "RETURNING id",
+    )
+    return int(rows[0][0])
+
+
+def dead_letters(provider: str | None, limit: int) -> Program[list[DeadLetter]]:
+    where, params = "", {"limit": limit}
+    if provider is not None:
+        where = "WHERE provider = :provider"
+        params["provider"] = provider  # type: ignore[assignment]
+    rows = yield Query(
+        "SELECT id, provider, received_at_us, reason, headers, body FROM dead_letters "
+        f"{where} ORDER BY received_at_us DESC, id DESC LIMIT :limit",
+        params,
+    )
+    return [
+        DeadLetter(
+            id=int(row[0]),
+            provider=row[1],
+            received_at=from_micros(row[2]),
+            reason=row[3],
+            headers=json.loads(row[4]),
+            body=bytes(row[5]),
+        )
+        for row in rows
+    ]
+
+
+def discard_dead_letter(letter_id: int) -> Program[bool]:
+    rows = yield Query("DELETE FROM dead_letters WHERE id = ? RETURNING id", (letter_id,))
+    return bool(rows)
+
+
+def add_nonce(key: str, expires_at_us: int, now_us: int) -> Program[bool]:
+    """Remember ``key`` unless it is remembered and unexpired: one atomic upsert."""
+    rows = yield Query(
+        "INSERT INTO nonces (nonce, expires_at_us) VALUES (:key, :expires) "
+        "ON CONFLICT (nonce) DO UPDATE SET expires_at_us = excluded.expires_at_us "
+        "WHERE nonces.expires_at_us <= :now RETURNING nonce",
+        {"key": key, "expires": expires_at_us, "now": now_us},
+    )
+    return bool(rows)

@@ -1,0 +1,221 @@
+"""What the tracker answers with: plain frozen records, built straight from rows.
+
+These are slotted dataclasses rather than pydantic models because a bulk send's side panel
+maps a hundred thousand rows at a time; nothing here needs validating, it comes from our own
+tables. Times are timezone-aware UTC datetimes; the tables keep them as integer microseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar, overload
+
+from unimailtrack.model import DeliveryStatus
+
+__all__ = [
+    "BulkStats",
+    "DeadLetter",
+    "DomainAlert",
+    "IngestResult",
+    "Page",
+    "SendRecord",
+    "StateChange",
+    "decode_cursor",
+    "encode_cursor",
+    "from_micros",
+    "to_micros",
+]
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(moment: datetime) -> int:
+    """Integer microseconds since the epoch: exact, and ordered the same on every backend."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def optional_time(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A recipient's state moved: a new event now decides it, or a deferral expired.
+
+    ``previous`` is the badge shown before (None for a message the tracker had never seen),
+    ``status`` the badge now. ``event_id`` is the deciding event (None for an expiry) and
+    ``timestamp`` when the deciding event happened (the expiry time for an expiry).
+    ``recipient`` and ``bulk_id`` are None while the send itself is not recorded yet.
+    """
+
+    tracking_id: str
+    recipient: str | None
+    bulk_id: str | None
+    previous: DeliveryStatus | None
+    status: DeliveryStatus
+    reason: str | None
+    event_id: str | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one ``ingest`` call stored: ``new`` events, ``duplicates`` already known (or
+    repeated within the batch), and the state ``changes`` they caused."""
+
+    new: int
+    duplicates: int
+    changes: tuple[StateChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    """One (message, recipient): what was sent and where it is now.
+
+    ``status`` is the badge: the fold of the events received, or the outcome of the send
+    itself (``accepted``, ``suppressed``, ``duplicate``, ``failed``) while no provider event
+    says more. ``updated_at`` is when the badge last moved.
+    """
+
+    tracking_id: str
+    bulk_id: str | None
+    recipient: str
+    name: str | None
+    sender: str | None
+    subject: str | None
+    category: str | None
+    metadata: Mapping[str, str]
+    tags: Sequence[str]
+    provider: str | None
+    message_id: str | None
+    status: DeliveryStatus
+    reason: str | None
+    sent_at: datetime
+    updated_at: datetime
+    opens: int = 0
+    clicks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Sequence[T]):
+    """One page of a listing: ``items``, the ``next_cursor`` to pass back for the next page
+    (None on the last one) and the ``total`` number of items across all pages.
+
+    A page is also a sequence of its items, so ``len(page)`` and ``for row in page`` work.
+    """
+
+    items: tuple[T, ...]
+    next_cursor: str | None
+    total: int
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[T]: ...
+
+    def __getitem__(self, index: int | slice) -> T | Sequence[T]:
+        return self.items[index]
+
+
+@dataclass(frozen=True, slots=True)
+class BulkStats:
+    """The analytics row of a bulk send.
+
+    Each stage counts the recipients that reached it, so a recipient who opened is also
+    counted ``delivered``, and one who clicked is also counted ``opened``. ``opens`` and
+    ``clicks`` count every open and click event; ``unique_opens`` and ``unique_clicks`` the
+    recipients with at least one. ``sent`` counts the copies a provider accepted;
+    ``suppressed``, ``duplicates`` and ``not_sent`` (failed at sending) the ones never sent.
+    ``failed`` includes deferrals that expired.
+    """
+
+    bulk_id: str
+    recipients: int = 0
+    sent: int = 0
+    suppressed: int = 0
+    duplicates: int = 0
+    not_sent: int = 0
+    delivered: int = 0
+    opened: int = 0
+    clicked: int = 0
+    bounced: int = 0
+    dropped: int = 0
+    deferred: int = 0
+    rejected: int = 0
+    failed: int = 0
+    complained: int = 0
+    unsubscribed: int = 0
+    opens: int = 0
+    clicks: int = 0
+    unique_opens: int = 0
+    unique_clicks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DomainAlert:
+    """Several different recipients at one domain bounced within the window: the domain
+    (or a filter in front of it) probably blocks the sender, rather than each address being
+    bad."""
+
+    domain: str
+    recipients: int
+    bounces: int
+    first_at: datetime
+    last_at: datetime
+    reasons: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A webhook body that could not be parsed, kept whole with the reason, to replay later."""
+
+    id: int
+    provider: str
+    received_at: datetime
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+# --------------------------------------------------------------------------- cursors
+
+
+def encode_cursor(kind: str, values: Sequence[Any]) -> str:
+    """An opaque cursor: the keyset position of the last row handed out, and what it is for."""
+    raw = json.dumps([kind, *values], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(kind: str, cursor: str, arity: int) -> list[Any]:
+    """The keyset position in ``cursor``; ``ValueError`` when it is not one of ours for
+    ``kind`` (a cursor from another listing, or a tampered one)."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        decoded = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise ValueError(f"invalid cursor {cursor!r}") from None
+    if not (isinstance(decoded, list) and len(decoded) == arity + 1 and decoded[0] == kind):
+        raise ValueError(f"cursor {cursor!r} does not belong to this listing")
+    values: list[Any] = decoded[1:]
+    if not all(v is None or isinstance(v, str | int) for v in values):
+        raise ValueError(f"invalid cursor {cursor!r}")
+    return values

@@ -1,0 +1,227 @@
+"""The schema, as numbered forward migrations that run when a tracker opens.
+
+``schema_migrations`` records every version applied. Opening a store applies what is missing,
+all in one transaction (both backends have transactional DDL), under a lock so that many
+processes starting at once migrate exactly once. A database migrated by a newer unimailtrack
+than this one is refused rather than misread.
+
+A migration is append-only: once released, its statements never change; a later change is a
+new migration. Column kinds in braces (``{key}``, ``{json}``, ...) are spelled by the dialect.
+
+Tables (times are integer microseconds since the epoch, UTC):
+
+- ``messages``: one row per (message, recipient), keyed by tracking id. The send columns are
+  filled when the send is recorded; the state columns are folded from the events as they
+  arrive (they may arrive first). ``rank``/``decided_at_us``/``event_id`` identify the event
+  that decides the badge; ``seen`` has one bit per event type ever received (``SEEN_BITS``).
+- ``events``: every event, whole, unique by ``event_id``; ``tracking_id`` is NULL while an
+  event that carries none waits for its send.
+- ``links``: (provider, provider message id, recipient) -> tracking id; the meeting point
+  where an event that carries no tracking id finds its send, whichever is written first.
+- ``suppressions``, ``dead_letters``, ``nonces``: the suppression list, unparseable webhook
+  bodies, and webhook tokens already seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from unimailtrack.model import EventType
+from unimailtrack.tracking._store import Dialect, Program, Query, StoreError
+
+__all__ = ["LATEST", "MIGRATIONS", "SEEN_BITS", "Migration", "migrate"]
+
+SEEN_BITS: Mapping[EventType, int] = MappingProxyType(
+    {
+        EventType.UNKNOWN: 1 << 0,
+        EventType.ACCEPTED: 1 << 1,
+        EventType.PROCESSED: 1 << 2,
+        EventType.DEFERRED: 1 << 3,
+        EventType.DELIVERED: 1 << 4,
+        EventType.BOUNCED: 1 << 5,
+        EventType.DROPPED: 1 << 6,
+        EventType.REJECTED: 1 << 7,
+        EventType.FAILED: 1 << 8,
+        EventType.OPENED: 1 << 9,
+        EventType.CLICKED: 1 << 10,
+        EventType.COMPLAINED: 1 << 11,
+        EventType.UNSUBSCRIBED: 1 << 12,
+        EventType.RESUBSCRIBED: 1 << 13,
+    }
+)
+"""The bit ``messages.seen`` sets for each event type: part of the stored format."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: Sequence[str]
+
+
+_V1 = Migration(
+    1,
+    "messages, events, links, suppressions, dead letters and nonces",
+    (
+        """
+        CREATE TABLE messages (
+            tracking_id {key} PRIMARY KEY,
+            bulk_id {key},
+            provider {text},
+            message_id {text},
+            sender {text},
+            recipient {text},
+            recipient_key {key},
+            name {text},
+            subject {text},
+            category {text},
+            metadata {json},
+            tags {json},
+            track_opens {bool},
+            track_clicks {bool},
+            send_status {text},
+            send_error {text},
+            sent_at_us {bigint},
+            status {text},
+            previous_status {text},
+            reason {text},
+            bounce {text},
+            smtp_status {text},
+            rank {int},
+            decided_at_us {bigint},
+            event_id {key},
+            expired {bool} NOT NULL DEFAULT FALSE,
+            seen {bigint} NOT NULL DEFAULT 0,
+            opens {int} NOT NULL DEFAULT 0,
+            clicks {int} NOT NULL DEFAULT 0,
+            first_delivered_at_us {bigint},
+            first_opened_at_us {bigint},
+            first_clicked_at_us {bigint},
+            updated_at_us {bigint}
+        )
+        """,
+        "CREATE INDEX messages_by_recipient ON messages (recipient_key, sent_at_us, tracking_id)",
+        "CREATE INDEX messages_by_bulk ON messages (bulk_id)",
+        "CREATE INDEX messages_by_sent_at ON messages (sent_at_us, tracking_id)",
+        "CREATE INDEX messages_deferred ON messages (decided_at_us) WHERE status = 'deferred'",
+        """
+        CREATE TABLE events (
+            event_id {key} PRIMARY KEY,
+            provider {text} NOT NULL,
+            type {text} NOT NULL,
+            provider_event {text} NOT NULL,
+            recipient {text} NOT NULL,
+            recipient_key {key} NOT NULL,
+            domain {text} NOT NULL,
+            message_id {text},
+            message_key {key},
+            tracking_id {key},
+            timestamp_us {bigint} NOT NULL,
+            rank {int} NOT NULL,
+            reason {text},
+            bounce {text},
+            smtp_status {text},
+            attempt {int},
+            url {text},
+            user_agent {text},
+            machine {bool},
+            tags {json},
+            metadata {json},
+            raw {json} NOT NULL,
+            received_at_us {bigint} NOT NULL
+        )
+        """,
+        "CREATE INDEX events_by_tracking_id ON events (tracking_id)",
+        """
+        CREATE INDEX events_waiting ON events (provider, message_key, recipient_key)
+        WHERE tracking_id IS NULL
+        """,
+        "CREATE INDEX events_bounces ON events (timestamp_us) WHERE type = 'bounced'",
+        """
+        CREATE TABLE links (
+            provider {key} NOT NULL,
+            message_key {key} NOT NULL,
+            recipient_key {key} NOT NULL,
+            tracking_id {key},
+            orphans {bool} NOT NULL DEFAULT FALSE,
+            PRIMARY KEY (provider, message_key, recipient_key)
+        )
+        """,
+        """
+        CREATE TABLE suppressions (
+            address_key {key} PRIMARY KEY,
+            address {text} NOT NULL,
+            reason {text},
+            cause {text} NOT NULL,
+            created_at_us {bigint} NOT NULL,
+            event_id {key},
+            tracking_id {key}
+        )
+        """,
+        """
+        CREATE TABLE dead_letters (
+            id {serial},
+            provider {text} NOT NULL,
+            received_at_us {bigint} NOT NULL,
+            reason {text} NOT NULL,
+            headers {json} NOT NULL,
+            body {blob} NOT NULL
+        )
+        """,
+        "CREATE INDEX dead_letters_by_time ON dead_letters (received_at_us)",
+        """
+        CREATE TABLE nonces (
+            nonce {key} PRIMARY KEY,
+            expires_at_us {bigint} NOT NULL
+        )
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1,)
+LATEST = MIGRATIONS[-1].version
+
+_BOOKKEEPING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version {int} PRIMARY KEY,
+    description {text} NOT NULL,
+    applied_at_us {bigint} NOT NULL
+)
+"""
+
+
+def migrate(
+    dialect: Dialect,
+    lock: Sequence[Query],
+    now_us: int,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> Program[int]:
+    """Bring the schema up to the last of ``migrations``; returns the version now in place.
+
+    ``lock`` are the statements that keep other processes out while this runs (the write
+    transaction itself on SQLite, an advisory lock on PostgreSQL).
+    """
+    for step in lock:  # noqa: UP028 - ``yield from`` would send the replies into a tuple
+        yield step
+    yield Query(dialect.ddl(_BOOKKEEPING))
+    rows = yield Query("SELECT MAX(version) FROM schema_migrations")
+    current: int = rows[0][0] or 0
+    known = migrations[-1].version if migrations else 0
+    if current > known:
+        raise StoreError(
+            f"the tracking database is at schema version {current}, newer than the {known} "
+            "this unimailtrack knows: upgrade unimailtrack to use it"
+        )
+    for migration in migrations:
+        if migration.version <= current:
+            continue
+        for statement in migration.statements:
+            yield Query(dialect.ddl(statement))
+        yield Query(
+            "INSERT INTO schema_migrations (version, description, applied_at_us) VALUES (?, ?, ?)",
+            (migration.version, migration.description, now_us),
+        )
+        current = migration.version
+    return current

@@ -1,0 +1,270 @@
+"""The storage seam: one ``Store`` interface, programs written once for every backend.
+
+Every tracker operation is a *program*: a generator that yields the statements it needs
+(:class:`Query`, :class:`Write`, :class:`Emit`) and receives each statement's rows. A program
+knows the SQL and the row mapping but no driver, no connection and no event loop, so one
+program serves SQLite and PostgreSQL, sync and async. A store runs a program inside one
+transaction (retrying it whole when the database asks for a retry) and returns its result with
+the state changes it emitted, to be published once the transaction has committed.
+
+The SQL is written once, with ``?`` for positional and ``:name`` for named parameters; a
+:class:`Dialect` translates the placeholders, spells the few types that differ, expands a
+:class:`Write` into multi-row ``INSERT`` statements sized to the driver's parameter limit, and
+turns an :class:`Emit` into whatever the backend does to tell other processes (PostgreSQL:
+``NOTIFY``; SQLite: nothing, changes stay in the process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from unimailtrack.errors import UnimailtrackError
+from unimailtrack.tracking._records import StateChange
+
+__all__ = [
+    "Dialect",
+    "Emit",
+    "Program",
+    "ProgramFactory",
+    "Query",
+    "Rows",
+    "Store",
+    "StoreError",
+    "Write",
+    "adrive",
+    "drive",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+Rows = list[tuple[Any, ...]]
+Params = Mapping[str, Any] | Sequence[Any]
+
+
+class StoreError(UnimailtrackError):
+    """The tracking store could not complete an operation, and nothing of it was written.
+
+    Usually the database is unreachable, full or locked for too long. The operation can be
+    retried as a whole; a webhook receiver answers 5xx so that the provider retries.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement with one set of parameters; its rows (if any) are the reply."""
+
+    sql: str
+    params: Params = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Many rows for ``{head} VALUES (...), (...) {tail}``: sent as few multi-row statements
+    as the driver allows, in the order given (which is the order rows are locked in). The
+    reply is every row the ``tail``'s ``RETURNING`` produced."""
+
+    head: str
+    rows: Sequence[Sequence[Any]]
+    tail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """State changes to publish once the transaction commits."""
+
+    changes: Sequence[StateChange]
+
+
+Step = Query | Write | Emit
+Program = Generator[Step, Rows, T]
+ProgramFactory = Callable[[], Program[T]]
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_MAX_ROWS_PER_STATEMENT = 250
+"""Larger statements save little and cost more to prepare (measured on SQLite)."""
+
+
+class Dialect:
+    """What differs between backends, in one place. Subclasses set the class attributes."""
+
+    name: str
+    positional: str
+    named: str
+    max_params: int
+    types: ClassVar[Mapping[str, str]]
+    """DDL spellings of the column kinds the schema uses (``key``, ``json``, ...)."""
+
+    def sql(self, text: str) -> str:
+        """``text`` with its placeholders in the driver's style."""
+        return _translate(text, self.positional, self.named)
+
+    def statements(self, step: Query | Write) -> list[tuple[str, Params]]:
+        if isinstance(step, Query):
+            return [(self.sql(step.sql), step.params)]
+        rows = step.rows
+        if not rows:
+            return []
+        width = len(rows[0])
+        per_statement = max(1, min(_MAX_ROWS_PER_STATEMENT, self.max_params // width))
+        result: list[tuple[str, Params]] = []
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            result.append(
+                (
+                    self._write_sql(step.head, step.tail, width, len(chunk)),
+                    [value for row in chunk for value in row],
+                )
+            )
+        return result
+
+    def _write_sql(self, head: str, tail: str, width: int, count: int) -> str:
+        return _write_sql(self.positional, head, tail, width, count)
+
+    def emit(self, changes: Sequence[StateChange]) -> list[tuple[str, Params]]:
+        """The statements that tell other processes about ``changes`` (none by default)."""
+        return []
+
+    def ddl(self, text: str) -> str:
+        """A schema statement with its column kinds spelled for this backend."""
+        return text.format_map(self.types)
+
+
+@cache
+def _translate(text: str, positional: str, named: str) -> str:
+    if positional == "?":
+        return text
+    escaped = text.replace("%", "%%").replace("?", positional)
+    return _NAMED.sub(lambda m: named.format(m.group(1)), escaped)
+
+
+@cache
+def _write_sql(positional: str, head: str, tail: str, width: int, count: int) -> str:
+    row = "(" + ", ".join([positional] * width) + ")"
+    return f"{head} VALUES {', '.join([row] * count)} {tail}".rstrip()
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor a store needs (sqlite3 and psycopg agree on it)."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+def execute_step(cursor: Cursor, dialect: Dialect, step: Step, emitted: list[StateChange]) -> Rows:
+    """Run one step on a synchronous cursor; the reply is every row returned."""
+    if isinstance(step, Emit):
+        emitted.extend(step.changes)
+        statements = dialect.emit(step.changes)
+    else:
+        statements = dialect.statements(step)
+    rows: Rows = []
+    for sql, params in statements:
+        cursor.execute(sql, params)
+        if cursor.description is not None:
+            rows.extend(cursor.fetchall())
+    return rows
+
+
+def drive(program: Program[T], execute: Callable[[Step], Rows]) -> T:
+    """Run ``program`` to completion, answering each step with ``execute``."""
+    try:
+        step = next(program)
+        while True:
+            step = program.send(execute(step))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+async def adrive(program: Program[T], execute: Callable[[Step], Awaitable[Rows]]) -> T:
+    """The async twin of :func:`drive`."""
+    try:
+        step = next(program)
+        while True:
+            step = program.send(await execute(step))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+
+
+# --------------------------------------------------------------------------- retrying
+
+MAX_ATTEMPTS = 12
+_FIRST_DELAY = 0.005
+_MAX_DELAY = 0.25
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1`` after a transient conflict: short,
+    exponential and jittered, so that colliding transactions stop colliding."""
+    return float(min(_MAX_DELAY, _FIRST_DELAY * 2**attempt) * (0.5 + random.random()))
+
+
+def with_retries(once: Callable[[], R], retryable: Callable[[BaseException], bool]) -> R:
+    """``once()``, run again while it fails with a ``retryable`` error, up to a bound."""
+    for attempt in range(MAX_ATTEMPTS - 1):
+        try:
+            return once()
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+        time.sleep(retry_delay(attempt))
+    return once()
+
+
+async def awith_retries(
+    once: Callable[[], Awaitable[R]], retryable: Callable[[BaseException], bool]
+) -> R:
+    """The async twin of :func:`with_retries`."""
+    for attempt in range(MAX_ATTEMPTS - 1):
+        try:
+            return await once()
+        except Exception as exc:
+            if not retryable(exc):
+                raise
+        await asyncio.sleep(retry_delay(attempt))
+    return await once()
+
+
+# --------------------------------------------------------------------------- the interface
+
+Outcome = tuple[T, list[StateChange]]
+
+
+class Store(ABC):
+    """A backend: runs programs in transactions and, where it can, carries state changes to
+    other processes. ``write=False`` lets a backend run a program on a read snapshot."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def run(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
+        """Run ``program()`` in one transaction: all of it is committed, or none of it and
+        ``StoreError`` is raised. Returns its result and the changes it emitted."""
+
+    @abstractmethod
+    async def arun(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
+        """The async twin of :meth:`run`."""
+
+    def listen(self, deliver: Callable[[Sequence[StateChange]], None]) -> None:  # noqa: B027
+        """Start handing changes committed by *other* processes to ``deliver``. A backend
+        that cannot reach other processes has nothing to do."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...

@@ -441,8 +441,8 @@ def test_a_request_that_waited_too_long_is_signed_again(ses: respx.Route) -> Non
     signed = datetime.strptime(call.request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(
         tzinfo=UTC
     )
-    assert not _stale(call.request, signed + timedelta(minutes=3))
-    assert _stale(call.request, signed + timedelta(minutes=4))
+    assert not _stale(call.request, signed + timedelta(seconds=59))
+    assert _stale(call.request, signed + timedelta(minutes=1))
     call.request.headers["x-amz-date"] = "20200101T000000Z"
     ses_adapter.deliver(email(), list(call.recipients))
     assert ses.calls[0].request.headers["x-amz-date"] != "20200101T000000Z"

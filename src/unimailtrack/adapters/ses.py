@@ -78,6 +78,8 @@ if TYPE_CHECKING:
     from email.message import EmailMessage
 
     import boto3
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
     from unimailtrack.config import Dsn
@@ -105,9 +107,9 @@ _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _CONFIGURATION_SET_HEADER: Final = "x-ses-configuration-set"
 _LIST_MANAGEMENT_HEADER: Final = "x-ses-list-management-options"
 
-_RESIGN_AFTER: Final = timedelta(minutes=4)
-"""SES refuses a SigV4 signature more than five minutes old; a request that waited in a long,
-paced bulk send is signed again before it goes."""
+_RESIGN_AFTER: Final = timedelta(minutes=1)
+"""AWS refuses a request that arrives more than five minutes after its SigV4 time stamp; one
+that waited this long in a paced or retried bulk send is signed again before it goes."""
 
 _SNS_VALIDATION_MESSAGE: Final = "Successfully validated SNS topic for Amazon SES event publishing."
 _CONTROL_NOTIFICATIONS: Final = frozenset({"AmazonSnsSubscriptionSucceeded"})
@@ -122,9 +124,9 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True, slots=True)
 class _Botocore:
-    boto3: Any
-    SigV4Auth: Any
-    AWSRequest: Any
+    Session: type[boto3.Session]
+    SigV4Auth: type[SigV4Auth]
+    AWSRequest: type[AWSRequest]
 
 
 @functools.cache
@@ -139,7 +141,7 @@ def _botocore() -> _Botocore:
         raise MissingDependency(
             "boto3", "ses", purpose="Sending through Amazon SES (AWS credentials and SigV4)"
         ) from None
-    return _Botocore(boto3=boto3, SigV4Auth=SigV4Auth, AWSRequest=AWSRequest)
+    return _Botocore(Session=boto3.Session, SigV4Auth=SigV4Auth, AWSRequest=AWSRequest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +326,9 @@ def _mime_type(content_type: str) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """What every copy of one e-mail shares; ``request_body`` adds what one recipient needs."""
+    """What every copy of one e-mail shares; ``request_body`` adds what one recipient needs.
+    A raw message is re-addressed in place for each copy, so a plan serves one build at a time.
+    """
 
     payload: Mapping[str, Any]
     tags: Mapping[str, str]
@@ -586,7 +590,11 @@ class SESAdapter(Adapter):
         self._pacer = _Pacer(send_rate)
         trusted = tuple(trusted_certificate_urls)
         if trusted:
-            _sns_log_trusted(trusted)
+            webhook_log.warning(
+                "ses: trusting SNS signing certificates from %s although they are not on SNS "
+                "hosts; this is for a local emulator only",
+                ", ".join(trusted),
+            )
         self._verifier = SnsVerifier(
             provider=PROVIDER,
             allowed_topic_arns=self.allowed_topic_arns,
@@ -649,7 +657,7 @@ class SESAdapter(Adapter):
     def _resolve(self) -> _Signer:
         aws = _botocore()
         access_key, secret, token = self._keys
-        session = self._session or aws.boto3.Session(
+        session = self._session or aws.Session(
             aws_access_key_id=access_key,
             aws_secret_access_key=secret,
             aws_session_token=token,
@@ -781,14 +789,6 @@ class SESAdapter(Adapter):
 
     def __repr__(self) -> str:
         return f"<SESAdapter region={self.region!r} configuration_set={self.configuration_set!r}>"
-
-
-def _sns_log_trusted(urls: Sequence[str]) -> None:
-    webhook_log.warning(
-        "ses: trusting SNS signing certificates from %s although they are not SNS hosts; "
-        "this is for a local emulator only",
-        ", ".join(urls),
-    )
 
 
 # --------------------------------------------------------------------------- parsing

@@ -576,8 +576,8 @@ class Form:
         values = self.fields.get(name)
         return values[-1] if values else None
 
-    def all(self, name: str) -> list[str]:
-        return self.fields.get(name, [])
+    def getlist(self, name: str) -> list[str]:
+        return list(self.fields.get(name, ()))
 
     def raw(self) -> dict[str, Any]:
         return {k: v[0] if len(v) == 1 else list(v) for k, v in self.fields.items()}
@@ -1040,7 +1040,7 @@ def legacy_event(form: Form) -> EmailEvent:
         url=form.first("url") if event_type is EventType.CLICKED else None,
         user_agent=user_agent,
         machine=machine_flag({}, user_agent) if event_type in _ENGAGEMENT else None,
-        tags=form.all("tag") or form.all("X-Mailgun-Tag"),
+        tags=form.getlist("tag") or form.getlist("X-Mailgun-Tag"),
         metadata=variables,
         raw=raw,
     )

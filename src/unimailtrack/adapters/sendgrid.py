@@ -693,11 +693,24 @@ class SendGridAdapter(Adapter):
             )
         if tolerance <= timedelta(0):
             raise ConfigurationError("the webhook tolerance must be a positive duration")
-        self._api_key = api_key or None
         self.region = region
         self.base_url = (base_url or API_BASE_URLS[region]).rstrip("/")
         self.tolerance = tolerance
         self._webhook_keys = tuple(_key_list(webhook_keys))
+        # Parsed once: URL parsing and header normalisation cost more than building the body.
+        self._send_url = httpx.URL(self.base_url + MAIL_SEND_PATH)
+        self._send_headers = (
+            httpx.Headers(
+                {
+                    "Authorization": f"Bearer {api_key}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "User-Agent": f"unimailtrack/{__version__}",
+                }
+            )
+            if api_key
+            else None
+        )
 
     @classmethod
     def from_dsn(cls, dsn: Dsn, *, env: Mapping[str, str] | None = None) -> Self:
@@ -728,25 +741,17 @@ class SendGridAdapter(Adapter):
 
     # ------------------------------------------------------------------ sending
 
-    def _request_headers(self) -> dict[str, str]:
-        if self._api_key is None:
+    def build_calls(self, email: Email, recipients: Sequence[Recipient]) -> list[Call]:
+        """One Mail Send request per 1,000 recipients, each with a pure ``interpret``."""
+        headers = self._send_headers
+        if headers is None:
             raise ConfigurationError(
                 "sending through SendGrid needs an API key: sendgrid://API_KEY@default",
                 provider=PROVIDER,
             )
-        return {
-            "Authorization": f"Bearer {self._api_key}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"unimailtrack/{__version__}",
-        }
-
-    def build_calls(self, email: Email, recipients: Sequence[Recipient]) -> list[Call]:
-        """One Mail Send request per 1,000 recipients, each with a pure ``interpret``."""
-        headers = self._request_headers()
         _check_metadata(email)
         message = mail_send_message(email)
-        url = self.base_url + MAIL_SEND_PATH
+        url = self._send_url
         calls = []
         for start in range(0, len(recipients), MAX_PERSONALIZATIONS):
             chunk = tuple(recipients[start : start + MAX_PERSONALIZATIONS])

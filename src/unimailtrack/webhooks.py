@@ -1,0 +1,463 @@
+"""Receiving provider webhooks: verify -> parse -> ingest -> an answer the provider acts on.
+
+``WebhookReceiver`` knows no web framework: it takes a provider name, the request headers and
+the raw body, and returns a ``WebhookResponse`` (status, body, headers). The web app, the
+framework helpers and the CLI all go through it, so every entry point answers alike.
+
+The status is chosen for what the provider does next, not for taste: every provider retries a
+5xx, so anything that might succeed later (the store is down) is a 5xx; SendGrid and Mailgun
+retry every other non-2xx as well, Amazon SNS retries none of them.
+
+=====  ==============================================================================
+200    the batch is durably stored, or every event in it was stored before (a retry)
+400    the body cannot be read; it is kept as a dead letter with the reason
+401    the signature, the freshness or the replay check failed; nothing is stored
+404    no adapter is configured under that provider name
+413    the body is larger than ``max_body_size``; it is not verified or read further
+503    the store failed; nothing of the batch is written, the provider retries later
+=====  ==============================================================================
+
+Sync and async are written once: :meth:`WebhookReceiver._flow` is a generator that decides
+everything and yields the steps that wait (verify and parse, confirm, store, notify);
+``handle`` runs those steps directly and ``ahandle`` awaits their async forms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from unimailtrack import _constants as C
+from unimailtrack.adapters.base import Adapter, InMemoryNonceStore
+from unimailtrack.errors import ConfigurationError, PayloadError, SendError, SignatureError
+from unimailtrack.model import EmailEvent
+from unimailtrack.tracking import IngestResult, StateChange, StoreError
+
+__all__ = ["EventStore", "WebhookReceiver", "WebhookResponse"]
+
+log = logging.getLogger("unimailtrack.webhooks")
+
+EventCallback: TypeAlias = Callable[[EmailEvent], Awaitable[None] | None]
+ChangeCallback: TypeAlias = Callable[[StateChange], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResponse:
+    """What to answer the provider: an HTTP status, a small JSON body and extra headers."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _answer(status: int, payload: Mapping[str, Any], **headers: str) -> WebhookResponse:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return WebhookResponse(
+        status, body, {"content-type": "application/json", **headers, "cache-control": "no-store"}
+    )
+
+
+def _refusal(status: int, error: str, detail: str, **headers: str) -> WebhookResponse:
+    return _answer(status, {"ok": False, "error": error, "detail": detail}, **headers)
+
+
+UNAUTHORIZED = _refusal(
+    401, "signature", "the request is not signed by a configured key, not fresh, or a replay"
+)
+STORE_UNAVAILABLE = _refusal(
+    503, "store", "the events could not be stored; retry later", **{"retry-after": "30"}
+)
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """What a receiver needs of a tracker: atomic batch ingestion and a dead-letter box.
+
+    ``unimailtrack.tracking.Tracker`` is one. ``ingest`` stores all of a batch or none of it,
+    and raises ``StoreError`` when it could not.
+    """
+
+    def ingest(self, events: Sequence[EmailEvent]) -> IngestResult: ...
+
+    async def aingest(self, events: Sequence[EmailEvent]) -> IngestResult: ...
+
+    def record_dead_letter(
+        self, provider: str, body: bytes, headers: Mapping[str, str], reason: str
+    ) -> int: ...
+
+    async def arecord_dead_letter(
+        self, provider: str, body: bytes, headers: Mapping[str, str], reason: str
+    ) -> int: ...
+
+
+class _HasAdapters(Protocol):
+    @property
+    def adapters(self) -> Mapping[str, Adapter]: ...
+
+
+# --------------------------------------------------------------------------- steps
+#
+# Each step is one thing the flow waits for, in a sync and an async form. The flow receives
+# the step's result, or has the step's exception thrown into it.
+
+
+class _Step(Protocol):
+    def run(self) -> Any: ...
+
+    async def arun(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Unwrap:
+    """Verify, then parse, in one call so that an adapter decodes the body once."""
+
+    adapter: Adapter
+    body: bytes
+    headers: Mapping[str, str]
+    now: datetime | None
+
+    def run(self) -> list[EmailEvent]:
+        return self.adapter.unwrap(self.body, self.headers, now=self.now)
+
+    async def arun(self) -> list[EmailEvent]:
+        # Verification may wait on I/O (a replay store, a certificate fetch) and parsing a
+        # large batch is CPU work: neither may stall the event loop.
+        return await asyncio.to_thread(self.run)
+
+
+@dataclass(frozen=True, slots=True)
+class _Confirm:
+    """Have the adapter confirm a subscription (SNS): it verifies the request again, refuses
+    anything but a subscription confirmation with ``PayloadError``, and returns the ARN."""
+
+    adapter: Any
+    body: bytes
+    headers: Mapping[str, str]
+    now: datetime | None
+
+    def run(self) -> str:
+        arn: str = self.adapter.confirm_subscription(self.body, self.headers, now=self.now)
+        return arn
+
+    async def arun(self) -> str:
+        arn: str = await self.adapter.aconfirm_subscription(self.body, self.headers, now=self.now)
+        return arn
+
+
+@dataclass(frozen=True, slots=True)
+class _Ingest:
+    store: EventStore
+    events: Sequence[EmailEvent]
+
+    def run(self) -> IngestResult:
+        return self.store.ingest(self.events)
+
+    async def arun(self) -> IngestResult:
+        return await self.store.aingest(self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class _DeadLetter:
+    store: EventStore
+    provider: str
+    body: bytes
+    headers: Mapping[str, str]
+    reason: str
+
+    def run(self) -> int:
+        return self.store.record_dead_letter(
+            self.provider, self.body, dict(self.headers), self.reason
+        )
+
+    async def arun(self) -> int:
+        return await self.store.arecord_dead_letter(
+            self.provider, self.body, dict(self.headers), self.reason
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Notify:
+    """Run the application's callbacks on what a request brought."""
+
+    calls: Sequence[tuple[Callable[[Any], Any], Any]]
+
+    def run(self) -> None:
+        for callback, argument in self.calls:
+            result = callback(argument)
+            if inspect.isawaitable(result):
+                _discard(result)
+                raise ConfigurationError(
+                    f"{callback!r} is a coroutine function: use ahandle(), or a plain function"
+                )
+
+    async def arun(self) -> None:
+        for callback, argument in self.calls:
+            result = callback(argument)
+            if inspect.isawaitable(result):
+                await result
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+# --------------------------------------------------------------------------- the receiver
+
+
+class WebhookReceiver:
+    """Verifies, parses and stores provider webhooks, and says what to answer (contract).
+
+    ``adapters`` maps provider names (the ``{provider}`` of ``/webhooks/{provider}``) to
+    configured adapters, or is a ``Mailer``/``AsyncMailer`` whose adapters are used.
+    ``tracker`` stores the events (any :class:`EventStore`); without one, events only reach
+    the callbacks. ``max_body_size`` bounds a body in bytes.
+
+    ``on_event`` is called with every event of a stored batch (a provider's retry calls it
+    again: key on ``event.event_id``) and ``on_state_change`` with every badge the batch
+    moved; either may be a coroutine function when the receiver runs through ``ahandle``.
+    They run after the batch is committed, so an exception in them is logged and the answer
+    stays 200; without a tracker the callbacks are the store, and an exception answers 500 so
+    that the provider sends the batch again.
+
+    ``confirm_subscriptions`` lets an adapter that offers ``confirm_subscription`` (SES) act
+    on a verified subscription confirmation; turn it off to replay saved requests. When the
+    tracker remembers tokens (``add_if_absent``) it becomes the replay store of every adapter
+    still on the in-process default, so a replay is refused whichever process it reaches.
+    """
+
+    def __init__(
+        self,
+        adapters: Mapping[str, Adapter] | _HasAdapters,
+        tracker: EventStore | None = None,
+        *,
+        max_body_size: int = C.DEFAULT_MAX_WEBHOOK_BODY,
+        on_event: EventCallback | None = None,
+        on_state_change: ChangeCallback | None = None,
+        confirm_subscriptions: bool = True,
+    ) -> None:
+        found = adapters if isinstance(adapters, Mapping) else adapters.adapters
+        self.adapters: dict[str, Adapter] = dict(found)
+        if not self.adapters:
+            raise ConfigurationError("a webhook receiver needs at least one adapter")
+        if max_body_size < 1:
+            raise ConfigurationError("max_body_size must be a positive number of bytes")
+        self.tracker = tracker
+        self.max_body_size = max_body_size
+        self.on_event = on_event
+        self.on_state_change = on_state_change
+        self.confirm_subscriptions = confirm_subscriptions
+        if tracker is not None and hasattr(tracker, "add_if_absent"):
+            for adapter in self.adapters.values():
+                if isinstance(getattr(adapter, "nonce_store", None), InMemoryNonceStore):
+                    adapter.nonce_store = tracker  # type: ignore[attr-defined]
+
+    @property
+    def providers(self) -> list[str]:
+        """The provider names this receiver answers for."""
+        return sorted(self.adapters)
+
+    def knows(self, provider: str) -> bool:
+        return provider in self.adapters
+
+    # ------------------------------------------------------------------ answers without a body
+
+    def probe(self, provider: str) -> WebhookResponse:
+        """The answer to a HEAD or GET on a webhook URL (a provider's reachability check):
+        200 for a configured provider, 404 otherwise; the store is not touched."""
+        if provider not in self.adapters:
+            return self.not_found(provider)
+        return _answer(200, {"ok": True, "provider": provider})
+
+    def not_found(self, provider: str) -> WebhookResponse:
+        return _refusal(
+            404, "provider", f"no adapter is configured for {provider[:64]!r} on this endpoint"
+        )
+
+    def too_large(self) -> WebhookResponse:
+        """The 413 answer, for a framework that learns the size before reading the body."""
+        return _refusal(
+            413,
+            "too_large",
+            f"the body is larger than {self.max_body_size} bytes",
+            connection="close",
+        )
+
+    # ------------------------------------------------------------------ handling
+
+    def handle(
+        self,
+        provider: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        now: datetime | None = None,
+    ) -> WebhookResponse:
+        """Answer one webhook request (contract). ``now`` is the clock the freshness checks
+        use (for replays of saved requests); the real clock when None."""
+        flow = self._flow(provider, headers, body, now)
+        sent: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = flow.throw(error) if error is not None else flow.send(sent)
+            except StopIteration as stop:
+                response: WebhookResponse = stop.value
+                return response
+            sent, error = None, None
+            try:
+                sent = step.run()
+            except Exception as exc:  # handed to the flow, which decides or re-raises
+                error = exc
+
+    async def ahandle(
+        self,
+        provider: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        now: datetime | None = None,
+    ) -> WebhookResponse:
+        """The async twin of :meth:`handle` (contract)."""
+        flow = self._flow(provider, headers, body, now)
+        sent: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                step = flow.throw(error) if error is not None else flow.send(sent)
+            except StopIteration as stop:
+                response: WebhookResponse = stop.value
+                return response
+            sent, error = None, None
+            try:
+                sent = await step.arun()
+            except Exception as exc:  # handed to the flow, which decides or re-raises
+                error = exc
+
+    def _flow(
+        self,
+        provider: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        now: datetime | None,
+    ) -> Generator[_Step, Any, WebhookResponse]:
+        adapter = self.adapters.get(provider)
+        if adapter is None:
+            return self.not_found(provider)
+        if len(body) > self.max_body_size:
+            return self.too_large()
+        try:
+            events: list[EmailEvent] = yield _Unwrap(adapter, body, headers, now)
+        except SignatureError:
+            return UNAUTHORIZED
+        except PayloadError as exc:
+            return (yield from self._dead_letter(provider, body, headers, exc))
+        if not events and self.confirm_subscriptions and _confirms_subscriptions(adapter):
+            return (yield from self._control(provider, adapter, body, headers, now))
+        if self.tracker is None:
+            return (yield from self._deliver_only(provider, events))
+        if not events:
+            return _answer(200, {"ok": True, "events": 0, "new": 0, "duplicates": 0})
+        try:
+            result: IngestResult = yield _Ingest(self.tracker, events)
+        except StoreError as exc:
+            log.error("%s webhook: storing %d event(s) failed: %s", provider, len(events), exc)
+            return STORE_UNAVAILABLE
+        calls = self._callbacks(events, result.changes)
+        if calls:
+            try:
+                yield _Notify(calls)
+            except Exception:
+                log.exception("%s webhook: a callback failed after the batch was stored", provider)
+        return _answer(
+            200,
+            {
+                "ok": True,
+                "events": len(events),
+                "new": result.new,
+                "duplicates": result.duplicates,
+            },
+        )
+
+    def _control(
+        self,
+        provider: str,
+        adapter: Adapter,
+        body: bytes,
+        headers: Mapping[str, str],
+        now: datetime | None,
+    ) -> Generator[_Step, Any, WebhookResponse]:
+        """A verified message without events: confirm it when it is a subscription
+        confirmation; anything else (an unsubscribe confirmation) is logged, never acted on."""
+        try:
+            arn = yield _Confirm(adapter, body, headers, now)
+        except PayloadError as exc:
+            log.info("%s webhook: control message left alone: %s", provider, exc.message)
+            return _answer(200, {"ok": True, "events": 0})
+        except SignatureError:
+            return UNAUTHORIZED
+        except ConfigurationError as exc:
+            log.error("%s webhook: subscription not confirmed: %s", provider, exc.message)
+            return _refusal(403, "not_allowed", "this endpoint does not confirm subscriptions")
+        except SendError as exc:
+            log.error("%s webhook: confirming the subscription failed: %s", provider, exc)
+            if exc.retryable:
+                return _refusal(503, "confirmation", "the confirmation failed; retry later")
+            return _refusal(502, "confirmation", "the provider refused the confirmation")
+        log.info("%s webhook: subscription confirmed: %s", provider, arn)
+        return _answer(200, {"ok": True, "events": 0, "confirmed": arn})
+
+    def _deliver_only(
+        self, provider: str, events: list[EmailEvent]
+    ) -> Generator[_Step, Any, WebhookResponse]:
+        """Without a tracker the callbacks are the store: when one fails, answer 500 so that
+        the provider sends the batch again."""
+        if self.on_event is not None and events:
+            try:
+                yield _Notify([(self.on_event, e) for e in events])
+            except Exception:
+                log.exception("%s webhook: on_event failed; the provider will retry", provider)
+                return _refusal(500, "callback", "the events could not be handled; retry later")
+        return _answer(200, {"ok": True, "events": len(events)})
+
+    def _dead_letter(
+        self, provider: str, body: bytes, headers: Mapping[str, str], error: PayloadError
+    ) -> Generator[_Step, Any, WebhookResponse]:
+        reason = error.message
+        log.warning("%s webhook: unreadable body (%d bytes): %s", provider, len(body), reason)
+        if self.tracker is not None:
+            try:
+                yield _DeadLetter(self.tracker, provider, body, headers, reason)
+            except StoreError as exc:
+                # Not kept: let the provider send it again rather than lose it.
+                log.error("%s webhook: keeping a dead letter failed: %s", provider, exc)
+                return STORE_UNAVAILABLE
+        return _refusal(400, "payload", reason)
+
+    def _callbacks(
+        self, events: Sequence[EmailEvent], changes: Sequence[StateChange]
+    ) -> list[tuple[Callable[[Any], Any], Any]]:
+        calls: list[tuple[Callable[[Any], Any], Any]] = []
+        if self.on_event is not None:
+            calls.extend((self.on_event, e) for e in events)
+        if self.on_state_change is not None:
+            calls.extend((self.on_state_change, c) for c in changes)
+        return calls
+
+
+def _confirms_subscriptions(adapter: Adapter) -> bool:
+    return callable(getattr(adapter, "confirm_subscription", None))

@@ -49,6 +49,7 @@ __all__ = [
     "canonical_string",
     "certificate_url_ok",
     "fetch_certificate",
+    "looks_like_raw_delivery",
     "subscribe_url_ok",
     "topic_region",
 ]

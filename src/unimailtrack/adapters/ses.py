@@ -89,7 +89,11 @@ __all__ = [
     "TAG_PREFIX",
     "SESAdapter",
     "SnsSigner",
+    "bounce_kind",
+    "parse_body",
+    "preference_change",
     "sanitize_tag",
+    "ses_events",
 ]
 
 PROVIDER: Final = "ses"
@@ -934,6 +938,8 @@ def _read_tags(tags: object) -> tuple[str | None, list[str], dict[str, str]]:
         if name.startswith("ses:"):
             continue
         value = values[0] if isinstance(values, list) and values else ""
+        if not isinstance(value, str):
+            continue
         if name == TRACKING_KEY:
             tracking_id = value or None
         elif name == CATEGORY_TAG:

@@ -443,9 +443,13 @@ def test_a_request_that_waited_too_long_is_signed_again(ses: respx.Route) -> Non
     )
     assert not _stale(call.request, signed + timedelta(seconds=59))
     assert _stale(call.request, signed + timedelta(minutes=1))
-    call.request.headers["x-amz-date"] = "20200101T000000Z"
-    ses_adapter.deliver(email(), list(call.recipients))
-    assert ses.calls[0].request.headers["x-amz-date"] != "20200101T000000Z"
+    call.request.headers["x-amz-date"] = "20200101T000000Z"  # as if it had waited for years
+    fresh = ses_adapter._run(call)  # the step the base adapter runs for every attempt
+    assert asyncio.run(ses_adapter._arun(call)) == fresh
+    for sent in ses.calls:
+        assert sent.request.headers["x-amz-date"] != "20200101T000000Z"
+        assert sent.request.content == call.request.content
+    assert ses.call_count == 2
 
 
 # --------------------------------------------------------------------------- configuration

@@ -1,0 +1,41 @@
+"""The web face of unimailtrack: an ASGI app and thin helpers for existing applications.
+
+``create_app(receiver)`` (contract) is a Starlette app with the webhook endpoints, a read-only
+JSON API over the receiver's tracker and a Server-Sent Events stream of badge changes; run it
+with any ASGI server, or ``unimailtrack serve``. ``unimailtrack.web.fastapi``,
+``unimailtrack.web.flask`` and ``unimailtrack.web.django`` add the webhook endpoints to an
+application built on those frameworks. Each framework is imported on first use; a missing one
+raises ``MissingDependency`` naming the extra to install.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from unimailtrack.webhooks import WebhookReceiver
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    receiver: WebhookReceiver,
+    *,
+    api: bool = True,
+    api_token: str | None = None,
+    heartbeat: float = 15.0,
+) -> Starlette:
+    """The ASGI app for ``receiver`` (contract).
+
+    ``POST /webhooks/{provider}`` takes webhooks for every configured provider (HEAD and GET
+    answer 200 for reachability checks). With ``api`` and a tracker on the receiver, read-only
+    JSON under ``/api/`` answers the product's questions and ``/api/changes`` streams badge
+    changes as Server-Sent Events, a comment every ``heartbeat`` seconds keeping proxies from
+    closing an idle stream. ``api_token`` requires ``Authorization: Bearer <token>`` on
+    ``/api/``: the API shows recipients' addresses, the webhooks must stay public.
+    """
+    from unimailtrack.web._app import build_app
+
+    return build_app(receiver, api=api, api_token=api_token, heartbeat=heartbeat)

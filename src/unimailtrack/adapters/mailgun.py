@@ -426,6 +426,8 @@ class MailgunAdapter(Adapter):
             raise signature_failure(PROVIDER, "the token was seen before (a replay)")
 
     def _matches(self, signed: bytes, candidate: bytes) -> bool:
+        """Whether ``candidate`` is the signature under any configured key. Every key is tried,
+        so the time taken does not tell which key matched, or how many were tried."""
         matched = False
         for mac in self._macs:
             digest = mac.copy()

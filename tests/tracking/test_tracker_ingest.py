@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from tracking_support import T0, event
+from tracking_support import T0, Store, event
 
-from conftest import Store
 from unimailtrack import (
     DeliveryStatus,
     Email,

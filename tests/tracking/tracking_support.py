@@ -1,15 +1,62 @@
-"""Helpers the tracker tests share: a hand-moved clock and an event builder."""
+"""What the tracker tests share: where the stores live, a hand-moved clock, an event builder.
+
+Kept out of conftest.py so that test modules (and the worker processes of the concurrency
+tests) can import it by name.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from itertools import count
 from typing import Any
 
+import pytest
+
 from unimailtrack import BounceKind, EmailEvent, EventType
+from unimailtrack.tracking import Tracker
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+POSTGRES_URL = os.environ.get(
+    "UNIMAILTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@cache
+def _postgres_unreachable() -> str | None:
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed (pip install 'unimailtrack[postgres]')"
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"{exc}".strip()
+
+
+def require_postgres() -> None:
+    """Skip, saying why loudly, when no PostgreSQL server answers."""
+    problem = _postgres_unreachable()
+    if problem is not None:
+        pytest.skip(
+            f"SKIPPED POSTGRESQL TESTS: no server at {POSTGRES_URL} ({problem}); "
+            "start one or set UNIMAILTRACK_TEST_POSTGRES_URL"
+        )
+
+
+def with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def drop_schema(schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @dataclass
@@ -23,6 +70,23 @@ class Clock:
 
     def advance(self, delta: timedelta) -> None:
         self.now += delta
+
+
+@dataclass
+class Store:
+    """Where a test's trackers live: open as many as the test needs (they share the data, as
+    processes would); all are closed at the end."""
+
+    backend: str
+    url: str
+    clock: Clock = field(default_factory=Clock)
+    opened: list[Tracker] = field(default_factory=list)
+
+    def open(self, **kwargs: Any) -> Tracker:
+        kwargs.setdefault("clock", self.clock)
+        tracker = Tracker.open(self.url, **kwargs)
+        self.opened.append(tracker)
+        return tracker
 
 
 _ids = count(1)
@@ -58,3 +122,52 @@ def event(
         raw={"event": kind.value, "recipient": recipient},
         **fields,
     )
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def scenario_events(messages: int, seed: int) -> list[EmailEvent]:
+    """Events about ``messages`` sends to one domain: each a few random stages at a few
+    random seconds (ties included), a third of them carrying no tracking id."""
+    import random
+
+    rng = random.Random(seed)
+    kinds = [k for k in EventType if k is not EventType.UNKNOWN]
+    events = []
+    for index in range(messages):
+        for n in range(rng.randint(2, 8)):
+            kind = rng.choice(kinds)
+            events.append(
+                event(
+                    kind,
+                    f"c{index}" if rng.random() > 0.33 else None,
+                    at=rng.choice([0, 1, 2, 30, 60]),
+                    recipient=f"user{index}@example.com",
+                    event_id=f"c{index}-{n}-{rng.randrange(10**6)}",
+                    message_id=f"cm{index}",
+                    bounce=rng.choice(list(BounceKind)) if kind is EventType.BOUNCED else None,
+                    reason=rng.choice([None, "a", "b"]),
+                )
+            )
+    return events
+
+
+def batches_in_random_order(
+    events: list[EmailEvent], seed: int, size: int
+) -> list[list[EmailEvent]]:
+    """The same events shuffled, some repeated, cut into batches."""
+    import random
+
+    rng = random.Random(seed)
+    mixed = events + rng.sample(events, len(events) // 4)
+    rng.shuffle(mixed)
+    return [mixed[i : i + size] for i in range(0, len(mixed), size)]
+
+
+def ingest_in_another_process(url: str, events: list[EmailEvent], seed: int) -> int:
+    """A worker process: open the shared store, ingest the events in an order of its own."""
+    with Tracker.open(url) as tracker:
+        for batch in batches_in_random_order(events, seed, size=7):
+            tracker.ingest(batch)
+        return tracker.count_events()

@@ -170,6 +170,7 @@ class PostgresStore(Store):
                 "letters, digits and underscores, not starting with a digit"
             )
         self.schema = schema
+        self._lock_name = f"unimailtrack.{schema}"
         self._conninfo = conninfo
         self._max = _int_option(options, "pool_max", 8)
         self._min = min(_int_option(options, "pool_min", 1), self._max)
@@ -191,9 +192,7 @@ class PostgresStore(Store):
         )
         try:
             self._pool.open(wait=True, timeout=_OPEN_TIMEOUT)
-            lock = (
-                Query("SELECT pg_advisory_xact_lock(hashtext(?))", (f"unimailtrack.{schema}",)),
-            )
+            lock = (Query("SELECT pg_advisory_xact_lock(hashtext(?))", (self._lock_name,)),)
             self.run(lambda: migrate(self.dialect, lock, now_us), write=True)
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close()
@@ -206,19 +205,21 @@ class PostgresStore(Store):
         return f"<PostgresStore schema={self.schema!r}>"
 
     def _ensure_schema(self) -> None:
+        """Create the schema when missing; processes starting together take turns (the
+        existence check spares the CREATE privilege when the schema is there already)."""
         psycopg = self._psycopg
         sql = psycopg.sql
         try:
-            with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10) as conn:
+            with (
+                psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10) as conn,
+                conn.transaction(),
+            ):
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_name,))
                 found = conn.execute(
                     "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
                 ).fetchone()
                 if found is None:
-                    conn.execute(
-                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                            sql.Identifier(self.schema)
-                        )
-                    )
+                    conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot prepare the PostgreSQL schema {self.schema!r}: {exc}"

@@ -9,8 +9,9 @@ ingestion correct live here:
   read. Counters and the ``seen`` bits are commutative (sums, minimums, bitwise or) and only
   ever count events this transaction inserted, which the events table's unique key makes
   exactly once across processes.
-- Rows are written in a stable order (events by id, states by tracking id, links by key), so
-  two transactions that touch the same rows queue behind each other instead of deadlocking.
+- Tables are written in one order (links, events, messages, suppressions) and rows within
+  each in a stable order (by key), so two transactions that touch the same rows queue behind
+  each other instead of deadlocking.
 
 An event that carries no tracking id meets its send in ``links``: the event side locks (or
 creates) the link row and reads the tracking id committed there; the send side writes it and,
@@ -651,12 +652,13 @@ def send_rows(email: Email, result: SendResult, now_us: int) -> SendRows:
 
 
 def record_send(rows: SendRows, now_us: int) -> Program[list[StateChange]]:
-    """Record a send; attach (and fold in) any of its events that arrived before it."""
-    yield Write(_SEND_INSERT, rows.messages, _SEND_UPSERT)
-    if not rows.links:
-        return []
-    linked = yield Write(_LINK_SEND, rows.links, _LINK_SEND_TAIL)
-    waiting = {tid for tid, orphans in linked if orphans}
+    """Record a send; attach (and fold in) any of its events that arrived before it.
+
+    Links come first, as in ``ingest``: both lock links, then events, then messages."""
+    waiting: set[str] = set()
+    if rows.links:
+        linked = yield Write(_LINK_SEND, rows.links, _LINK_SEND_TAIL)
+        waiting = {tid for tid, orphans in linked if orphans}
     fresh: list[Placed] = []
     for provider, message_key, recipient_key, tracking_id in rows.links:
         if tracking_id not in waiting:
@@ -671,26 +673,27 @@ def record_send(rows: SendRows, now_us: int) -> Program[list[StateChange]]:
             },
         )
         fresh.extend(_placed_from_row(row) for row in attached)
+    yield Write(_SEND_INSERT, rows.messages, _SEND_UPSERT)
     fresh.sort(key=lambda item: item[0].event.event_id)
     return (yield from _fold_in(fresh, now_us))
 
 
 # --------------------------------------------------------------------------- reading
 
+_SEND_DECIDES = "(m.rank IS NULL OR m.rank = 0) AND m.send_status IS NOT NULL"
+_EXPIRED = "m.status = 'deferred' AND m.decided_at_us < :cutoff"
 BADGE_SQL = (
-    "CASE WHEN m.rank IS NULL OR m.rank = 0 THEN COALESCE(m.send_status, m.status, 'unknown') "
-    "WHEN m.status = 'deferred' AND m.decided_at_us < :cutoff THEN 'failed' "
-    "ELSE m.status END"
+    f"CASE WHEN {_SEND_DECIDES} THEN m.send_status WHEN {_EXPIRED} THEN 'failed' "
+    "ELSE COALESCE(m.status, 'unknown') END"
 )
 """The badge in SQL: ``badge()``, plus a deferral older than the window read as failed."""
 _REASON_SQL = (
-    "CASE WHEN m.rank IS NULL OR m.rank = 0 THEN COALESCE(m.send_error, m.reason) "
-    f"WHEN m.status = 'deferred' AND m.decided_at_us < :cutoff THEN '{EXPIRED_REASON}' "
+    f"CASE WHEN {_SEND_DECIDES} THEN m.send_error WHEN {_EXPIRED} THEN '{EXPIRED_REASON}' "
     "ELSE m.reason END"
 )
 _UPDATED_SQL = (
     "CASE WHEN m.rank IS NULL THEN m.sent_at_us "
-    "WHEN m.expired OR (m.status = 'deferred' AND m.decided_at_us < :cutoff) "
+    f"WHEN m.expired OR ({_EXPIRED}) "
     "THEN m.decided_at_us + :expiry ELSE m.decided_at_us END"
 )
 _RECORD_SELECT = (
@@ -911,8 +914,7 @@ SELECT
     COUNT(*) FILTER (WHERE {_has(EventType.DROPPED)}),
     COUNT(*) FILTER (WHERE {_has(EventType.DEFERRED)}),
     COUNT(*) FILTER (WHERE {_has(EventType.REJECTED)}),
-    COUNT(*) FILTER (WHERE {_has(EventType.FAILED)} OR m.expired
-                     OR (m.status = 'deferred' AND m.decided_at_us < :cutoff)),
+    COUNT(*) FILTER (WHERE {_has(EventType.FAILED)} OR m.expired OR ({_EXPIRED})),
     COUNT(*) FILTER (WHERE {_has(EventType.COMPLAINED)}),
     COUNT(*) FILTER (WHERE {_has(EventType.UNSUBSCRIBED)}),
     COALESCE(SUM(m.opens), 0),

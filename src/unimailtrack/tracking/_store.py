@@ -17,6 +17,7 @@ turns an :class:`Emit` into whatever the backend does to tell other processes (P
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import time
@@ -45,6 +46,8 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger("unimailtrack.tracking")
 
 Rows = list[tuple[Any, ...]]
 Params = Mapping[str, Any] | Sequence[Any]
@@ -221,6 +224,7 @@ def with_retries(once: Callable[[], R], retryable: Callable[[BaseException], boo
         except Exception as exc:
             if not retryable(exc):
                 raise
+            log.debug("transaction conflict, retrying: %s", exc)
         time.sleep(retry_delay(attempt))
     return once()
 
@@ -235,6 +239,7 @@ async def awith_retries(
         except Exception as exc:
             if not retryable(exc):
                 raise
+            log.debug("transaction conflict, retrying: %s", exc)
         await asyncio.sleep(retry_delay(attempt))
     return await once()
 

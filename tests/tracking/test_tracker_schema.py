@@ -1,0 +1,149 @@
+"""Opening a tracker: URLs, migrations, and failures that must be clear."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from tracking_support import POSTGRES_URL, Store, drop_schema, event, require_postgres, with_schema
+
+from unimailtrack import ConfigurationError, DeliveryStatus
+from unimailtrack.tracking import StoreError, Tracker
+from unimailtrack.tracking._schema import LATEST, MIGRATIONS, Migration, migrate
+
+
+def test_no_url_means_an_sqlite_file_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with Tracker.open() as tracker:
+        tracker.ingest([event("delivered")])
+    assert (tmp_path / "unimailtrack.sqlite3").exists()
+    with Tracker.open(f"sqlite:///{tmp_path}/unimailtrack.sqlite3") as again:
+        assert again.count_events() == 1
+
+
+def test_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with Tracker.open("sqlite:///relative.db?timeout=1.5") as tracker:
+        tracker.ingest([event("delivered")])
+    assert (tmp_path / "relative.db").exists()
+    with Tracker.open(f"sqlite:///{tmp_path / 'absolute.db'}") as tracker:
+        assert tracker.count_events() == 0
+    with Tracker.open("sqlite:///:memory:") as tracker:
+        tracker.ingest([event("delivered")])
+        assert tracker.state("t1").status is DeliveryStatus.DELIVERED
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "names no SQLite file"),
+        ("sqlite://host/file.db", "names no SQLite file"),
+        ("sqlite:///x.db?journal=off", "unknown SQLite tracker option"),
+        ("sqlite:///x.db?timeout=soon", "must be seconds"),
+        ("mysql://user:secret@db/track", "not 'db/track'"),
+        ("unimailtrack.sqlite3", "a tracker URL is"),
+        ("postgresql://localhost/db?schema=Bad-Name", "not a valid tracker schema"),
+        ("postgresql://localhost/db?pool_max=0", "at least 1"),
+        ("postgresql://localhost/db?pool_min=two", "whole number"),
+    ],
+)
+def test_bad_urls_are_refused_clearly(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Tracker.open(url)
+
+
+def test_an_unreachable_server_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="cannot prepare"):
+        Tracker.open("postgresql://postgres@127.0.0.1:1/test?connect_timeout=2")
+
+
+def test_a_closed_tracker_refuses_work(store: Store) -> None:
+    tracker = store.open()
+    tracker.close()
+    tracker.close()
+    with pytest.raises(StoreError, match="closed"):
+        tracker.ingest([event("delivered")])
+
+
+def test_reopening_does_not_migrate_again(store: Store) -> None:
+    store.open().ingest([event("delivered")])
+    again = store.open()
+    assert again.count_events() == 1
+    assert _versions(again) == [1]
+
+
+def _versions(tracker: Tracker) -> list[int]:
+    from unimailtrack.tracking._store import Query
+
+    def program():  # type: ignore[no-untyped-def]
+        rows = yield Query("SELECT version FROM schema_migrations ORDER BY version")
+        return [row[0] for row in rows]
+
+    versions, _ = tracker._store.run(program, write=False)
+    return versions  # type: ignore[no-any-return]
+
+
+def test_pending_migrations_run_forward_in_order(store: Store) -> None:
+    tracker = store.open()
+    tracker.ingest([event("delivered")])
+    later = Migration(LATEST + 1, "a column", ("ALTER TABLE events ADD COLUMN note {text}",))
+    dialect = tracker._store.dialect
+    version, _ = tracker._store.run(
+        lambda: migrate(dialect, (), 0, (*MIGRATIONS, later)), write=True
+    )
+    assert version == LATEST + 1
+    assert _versions(tracker) == [1, 2]
+    assert tracker.count_events() == 1
+
+
+def test_a_newer_schema_is_refused(store: Store) -> None:
+    tracker = store.open()
+    later = Migration(LATEST + 1, "from the future", ())
+    dialect = tracker._store.dialect
+    tracker._store.run(lambda: migrate(dialect, (), 0, (*MIGRATIONS, later)), write=True)
+    with pytest.raises(StoreError, match="newer than the 1 this unimailtrack knows"):
+        store.open()
+
+
+def test_many_processes_opening_a_new_postgres_schema_migrate_once() -> None:
+    require_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    url = with_schema(POSTGRES_URL, schema)
+    opened: list[Tracker] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(Tracker.open(url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert _versions(opened[0]) == [1]
+    finally:
+        for tracker in opened:
+            tracker.close()
+        drop_schema(schema)
+
+
+def test_the_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    Tracker.open(f"sqlite:///{path}").close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        conn.close()

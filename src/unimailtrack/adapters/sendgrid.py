@@ -652,6 +652,15 @@ def parse_events(
 # --------------------------------------------------------------------------- the adapter
 
 
+def _post(url: httpx.URL, headers: httpx.Headers, content: bytes) -> httpx.Request:
+    """A POST of ``content`` with ``headers`` complete (Host included), built without httpx
+    deriving and re-normalising every header of every request."""
+    request = httpx.Request("POST", url, headers=headers, stream=httpx.ByteStream(content))
+    request.headers["Content-Length"] = str(len(content))
+    request.read()
+    return request
+
+
 def _split_keys(text: str) -> list[str]:
     return [k.strip() for k in text.split(",") if k.strip()]
 
@@ -702,6 +711,7 @@ class SendGridAdapter(Adapter):
         self._send_headers = (
             httpx.Headers(
                 {
+                    "Host": self._send_url.netloc.decode("ascii"),
                     "Authorization": f"Bearer {api_key}",
                     "Content-Type": "application/json",
                     "Accept": "application/json",
@@ -757,8 +767,9 @@ class SendGridAdapter(Adapter):
             chunk = tuple(recipients[start : start + MAX_PERSONALIZATIONS])
             body = {"personalizations": [_personalization(r) for r in chunk], **message}
             content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-            request = httpx.Request("POST", url, headers=headers, content=content)
-            calls.append(Call(request, chunk, partial(interpret_response, chunk)))
+            calls.append(
+                Call(_post(url, headers, content), chunk, partial(interpret_response, chunk))
+            )
         return calls
 
     @classmethod

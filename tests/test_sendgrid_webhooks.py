@@ -252,6 +252,8 @@ def test_the_signer_keeps_its_key_across_runs() -> None:
     assert again.public_key == SIGNER.public_key
     ADAPTER.verify_webhook(b"[]", again.sign(b"[]", timestamp=FIXTURE_TIME), now=FIXTURE_NOW)
     with pytest.raises(ConfigurationError):
+        SendGridWebhookSigner("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")
+    with pytest.raises(ConfigurationError):
         SendGridWebhookSigner(
             ec.generate_private_key(ec.SECP384R1()).private_bytes(
                 serialization.Encoding.PEM,

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import types
 
 import unimailtrack
 from unimailtrack import adapters

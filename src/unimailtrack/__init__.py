@@ -6,8 +6,7 @@ internal. Heavier parts (the mailer, the tracker, adapters) are imported on firs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import typing
 
 from unimailtrack._version import __version__
 from unimailtrack.errors import (
@@ -43,7 +42,7 @@ from unimailtrack.model import (
     Suppression,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from unimailtrack.mailer import AsyncMailer, Mailer
     from unimailtrack.tracking import Tracker
 
@@ -92,7 +91,7 @@ _LAZY = {
 
 
 def parse_webhook(
-    provider: str, body: bytes, headers: Mapping[str, str] | None = None
+    provider: str, body: bytes, headers: typing.Mapping[str, str] | None = None
 ) -> list[EmailEvent]:
     """Parse a webhook body from ``provider`` into canonical events, without verifying it and
     without credentials (contract). Raises ``PayloadError`` on a body it cannot read."""
@@ -101,7 +100,7 @@ def parse_webhook(
     return get_adapter_class(provider).parse_webhook_body(body, headers)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'unimailtrack' has no attribute {name!r}")

@@ -354,11 +354,12 @@ def test_async_errors_are_the_same_errors() -> None:
 
 
 def test_a_mailer_sends_through_a_mailgun_dsn() -> None:
-    env = {"UNIMAILTRACK_DSN": f"mailgun://{API_KEY}:{DOMAIN}@default?region=eu"}
+    env = {"UNIMAILTRACK_DSN": f"mailgun://{API_KEY}:{DOMAIN}@default?region=eu&webhook_key=k"}
     email = Email(sender="e@mg.example.com", to=["a@example.com", "b@example.com"], text="x")
     with respx.mock(assert_all_called=True) as mock:
         route = mock.post(EU_URL).respond(200, json=QUEUED)
         with Mailer.from_env(env=env) as mailer:
+            assert isinstance(mailer.adapters["mailgun"], MailgunAdapter)
             result = mailer.send(email)
     fields, _ = form(route.calls.last.request)
     assert recipient_variables(fields) == {

@@ -284,7 +284,7 @@ class MailgunAdapter(Adapter):
     """
 
     name: ClassVar[str] = PROVIDER
-    dsn_options: ClassVar[frozenset[str]] = frozenset({"region", "webhook_key"})
+    dsn_options: ClassVar[frozenset[str]] = frozenset({"region", "webhook_key", "base_url"})
 
     def __init__(
         self,
@@ -321,12 +321,13 @@ class MailgunAdapter(Adapter):
     def from_dsn(cls, dsn: Dsn, *, env: Mapping[str, str] | None = None) -> Self:
         """``mailgun://API_KEY:DOMAIN@default?region=eu&webhook_key=K1,K2``; signing keys also
         come from ``UNIMAILTRACK_MAILGUN_WEBHOOK_KEY`` (comma-separated). A host other than
-        ``default`` replaces the API host."""
+        ``default`` replaces the API host; ``?base_url=`` replaces the whole base URL, scheme
+        included (a local emulator over plain HTTP)."""
         keys = dsn.list_option("webhook_key") + tuple(
             k.strip() for k in (env or {}).get(WEBHOOK_KEY_ENV, "").split(",") if k.strip()
         )
-        base_url = None
-        if dsn.host != "default":
+        base_url = dsn.option("base_url")
+        if base_url is None and dsn.host != "default":
             base_url = f"https://{dsn.host}" + (f":{dsn.port}" if dsn.port else "")
         return cls(
             api_key=dsn.user or None,

@@ -13,6 +13,7 @@ import webhook_kits
 from conftest import load_fixture
 from live_server import raw_exchange, running
 from unimailtrack import EmailEvent, EventType
+from unimailtrack.tracking import Tracker
 from unimailtrack.web import create_app
 from unimailtrack.webhooks import WebhookReceiver
 from webhook_kits import Kit
@@ -190,3 +191,36 @@ def test_answers_are_json_and_never_cached(server: httpx.Client) -> None:
     assert answer.headers["content-type"] == "application/json"
     assert answer.headers["cache-control"] == "no-store"
     assert json.loads(answer.content)["error"] == "signature"
+
+
+# --------------------------------------------------------------------------- into a tracker
+
+
+@pytest.fixture(scope="module")
+def tracked() -> Iterator[tuple[httpx.Client, dict[str, Kit], Tracker]]:
+    """Every provider's adapter in front of one SQLite tracker, served on a real port."""
+    kits = {name: make() for name, make in webhook_kits.ALL.items()}
+    with Tracker.open("sqlite:///:memory:") as tracker:
+        receiver = WebhookReceiver({name: kit.adapter for name, kit in kits.items()}, tracker)
+        with running(create_app(receiver)) as url, httpx.Client(base_url=url) as client:
+            yield client, kits, tracker
+
+
+@pytest.mark.parametrize("provider", sorted(webhook_kits.ALL))
+def test_each_provider_s_webhooks_reach_the_tracker_and_its_api_over_http(
+    tracked: tuple[httpx.Client, dict[str, Kit], Tracker], provider: str
+) -> None:
+    client, kits, tracker = tracked
+    tracking_id = f"{sorted(webhook_kits.ALL).index(provider):032x}"
+    recipient = f"{provider}-guest@example.org"
+    for outcome in ("delivered", "bounced"):
+        body, headers = kits[provider].request(tracking_id, recipient, outcome)
+        answer = client.post(f"/webhooks/{provider}", content=body, headers=headers)
+        assert answer.json() == {"ok": True, "events": 1, "new": 1, "duplicates": 0}
+
+    state = client.get(f"/api/sends/{tracking_id}").json()
+    assert state["status"] == "bounced"
+    assert [e["type"] for e in state["timeline"]] == ["delivered", "bounced"]
+    assert {e["provider"] for e in state["timeline"]} == {provider}
+    assert client.get(f"/api/suppressions/{recipient}").json()["cause"] == "bounced"
+    assert tracker.state(tracking_id).status.value == "bounced"

@@ -34,6 +34,7 @@ from unimailtrack.tracking import StateChange, StoreError, Tracker
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
 __all__ = ["as_response", "build_app", "read_limited", "webhook_endpoint"]
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 _JSON = "application/json"

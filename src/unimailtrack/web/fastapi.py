@@ -32,14 +32,23 @@ def router(receiver: WebhookReceiver, *, include_in_schema: bool = True) -> APIR
         raise MissingDependency("fastapi", "fastapi", purpose="unimailtrack.web.fastapi") from None
     from unimailtrack.web._app import webhook_endpoint
 
+    endpoint = webhook_endpoint(receiver)
     webhooks = APIRouter(tags=["webhooks"])
     webhooks.add_api_route(
         "/webhooks/{provider}",
-        webhook_endpoint(receiver),
-        methods=["POST", "GET", "HEAD"],
+        endpoint,
+        methods=["POST"],
         include_in_schema=include_in_schema,
         summary="Receive a provider's webhook (verify, parse, store)",
         name="unimailtrack_webhook",
+    )
+    # Reachability checks: answered, but no part of the documented API.
+    webhooks.add_api_route(
+        "/webhooks/{provider}",
+        endpoint,
+        methods=["GET", "HEAD"],
+        include_in_schema=False,
+        name="unimailtrack_webhook_check",
     )
     return webhooks
 

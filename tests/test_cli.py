@@ -208,6 +208,10 @@ def test_replay_feeds_saved_requests_into_the_store_and_the_queries_show_them(
     assert rows == ["bob@example.org", "ann@example.com"]
     code, out, _ = run(capsys, "stats", sent["bulk_id"], "--json")
     assert json.loads(out)["sent"] == 2
+    code, out, _ = run(
+        capsys, "stats", sent["bulk_id"], "--rows", "--status", "bounced,dropped", "--json"
+    )
+    assert [r["recipient"] for r in json.loads(out)["rows"]["items"]] == ["ann@example.com"]
 
     code, out, _ = run(capsys, "suppressions")
     assert code == Exit.OK

@@ -263,6 +263,7 @@ def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--api-token",
         default=os.environ.get(API_AUTH_ENV),
+        metavar="TOKEN",
         help=f"require 'Authorization: Bearer TOKEN' on /api/ (default: ${API_AUTH_ENV})",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -339,21 +340,29 @@ def _add_send(sub: argparse._SubParsersAction[Any]) -> None:
         "DSN, record it in the store and print each recipient's tracking id.",
     )
     p.add_argument("--dsn", default=os.environ.get(DSN_ENV), help=f"default: ${DSN_ENV}")
-    p.add_argument("--from", dest="sender", required=True, metavar="ADDRESS")
-    p.add_argument("--to", action="append", default=[], metavar="ADDRESS")
-    p.add_argument("--cc", action="append", default=[], metavar="ADDRESS")
-    p.add_argument("--bcc", action="append", default=[], metavar="ADDRESS")
+    p.add_argument(
+        "--from", dest="sender", required=True, metavar="ADDRESS", help="'Name <a@b>' or a@b"
+    )
+    p.add_argument("--to", action="append", default=[], metavar="ADDRESS", help="repeatable")
+    p.add_argument("--cc", action="append", default=[], metavar="ADDRESS", help="repeatable")
+    p.add_argument("--bcc", action="append", default=[], metavar="ADDRESS", help="repeatable")
     p.add_argument("--reply-to", metavar="ADDRESS")
     p.add_argument("--subject", default="")
     p.add_argument("--text", help="the plain-text body ('-' reads standard input)")
     p.add_argument("--html", help="the HTML body, or @FILE to read it from a file")
     p.add_argument("--category", help="e.g. rsvp_invite")
-    p.add_argument("--tag", action="append", default=[], dest="tags")
+    p.add_argument("--tag", action="append", default=[], dest="tags", metavar="TAG")
     p.add_argument(
-        "--meta", action="append", default=[], type=_pair, metavar="KEY=VALUE", dest="metadata"
+        "--meta",
+        action="append",
+        default=[],
+        type=_pair,
+        metavar="KEY=VALUE",
+        dest="metadata",
+        help="metadata that comes back with every event (repeatable)",
     )
-    p.add_argument("--track-opens", action="store_true")
-    p.add_argument("--track-clicks", action="store_true")
+    p.add_argument("--track-opens", action="store_true", help="ask the provider to track opens")
+    p.add_argument("--track-clicks", action="store_true", help="ask the provider to track clicks")
     p.add_argument("--no-record", action="store_true", help="send without recording the send")
     _store_option(p)
     _json_option(p)
@@ -431,15 +440,16 @@ def _add_replay(sub: argparse._SubParsersAction[Any]) -> None:
         "a line (or one such object); with --provider it is one raw body. Verification is "
         "off unless --verify, which checks each request against the DSN's keys.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--provider", help="FILE is one raw body from this provider")
-    p.add_argument("--header", action="append", default=[], type=_header, metavar="'NAME: VALUE'")
+    p.add_argument("file", type=Path, metavar="FILE", help="the saved requests")
+    _raw_body_options(p)
     p.add_argument("--verify", action="store_true", help="verify signatures with the DSN's keys")
     p.add_argument("--dsn", default=os.environ.get(DSN_ENV), help=f"default: ${DSN_ENV}")
     p.add_argument(
         "--now",
         type=_parse_time,
-        help="the clock freshness checks use with --verify (saved requests are old)",
+        metavar="TIME",
+        help="the clock freshness checks use with --verify (saved requests are old): "
+        "ISO 8601 or unix seconds",
     )
     p.add_argument("--dry-run", action="store_true", help="parse and count; store nothing")
     _store_option(p)
@@ -562,12 +572,14 @@ def _add_verify(sub: argparse._SubParsersAction[Any]) -> None:
         "or a raw body with --provider and --header) against the DSN's webhook keys, and say "
         "exactly why it fails.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--provider", help="FILE is one raw body from this provider")
-    p.add_argument("--header", action="append", default=[], type=_header, metavar="'NAME: VALUE'")
+    p.add_argument("file", type=Path, metavar="FILE", help="the saved request")
+    _raw_body_options(p)
     p.add_argument("--dsn", default=os.environ.get(DSN_ENV), help=f"default: ${DSN_ENV}")
     p.add_argument(
-        "--now", type=_parse_time, help="the clock for the freshness check (default: now)"
+        "--now",
+        type=_parse_time,
+        metavar="TIME",
+        help="the clock for the freshness check: ISO 8601 or unix seconds (default: now)",
     )
     _json_option(p)
     p.set_defaults(run=verify)
@@ -630,8 +642,9 @@ def _add_history(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "history",
         help="the e-mails sent to an address, newest first",
+        description="A contact's e-mails, newest first, a page at a time, with the total.",
     )
-    p.add_argument("address")
+    p.add_argument("address", metavar="ADDRESS")
     p.add_argument("--limit", type=int, default=25, help="rows a page (%(default)s)")
     p.add_argument("--cursor", help="the cursor a previous page printed")
     _store_option(p)
@@ -668,8 +681,9 @@ def _add_timeline(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "timeline",
         help="the status and every event of one send, oldest first",
+        description="The badge of one (message, recipient), its reason, and every event.",
     )
-    p.add_argument("tracking_id", metavar="TRACKING_ID")
+    p.add_argument("tracking_id", metavar="TRACKING_ID", help="as send printed it")
     _store_option(p)
     _json_option(p)
     p.set_defaults(run=timeline)
@@ -701,12 +715,14 @@ def _add_stats(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "stats",
         help="a bulk send's analytics, and its recipients with --rows",
+        description="How many recipients of a bulk send reached each stage; with --rows, "
+        "each recipient's status.",
     )
-    p.add_argument("bulk_id", metavar="BULK_ID")
+    p.add_argument("bulk_id", metavar="BULK_ID", help="as send printed it")
     p.add_argument("--rows", action="store_true", help="list every recipient")
     p.add_argument("--sort", default="date", help="name, email, status or date (%(default)s)")
     p.add_argument("--desc", action="store_true", help="sort descending")
-    p.add_argument("--status", help="only recipients with this status")
+    p.add_argument("--status", help="only recipients with this status (or these: bounced,dropped)")
     _store_option(p)
     _json_option(p)
     p.set_defaults(run=stats)
@@ -718,8 +734,9 @@ def stats(args: argparse.Namespace) -> int:
         rows = None
         if args.rows:
             try:
+                statuses = args.status.split(",") if args.status else None
                 rows = tracker.bulk_rows(
-                    args.bulk_id, sort=args.sort, descending=args.desc, status=args.status
+                    args.bulk_id, sort=args.sort, descending=args.desc, status=statuses
                 )
             except ValueError as exc:
                 _error(str(exc))
@@ -753,8 +770,11 @@ def _add_suppressions(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "suppressions",
         help="the suppression list, or one address on it",
+        description="The addresses that are not sent to, and why; --remove lifts one.",
     )
-    p.add_argument("address", nargs="?", help="show (or with --remove, clear) this address")
+    p.add_argument(
+        "address", nargs="?", metavar="ADDRESS", help="show (or with --remove, lift) this one"
+    )
     p.add_argument("--remove", action="store_true", help="take ADDRESS off the list")
     _store_option(p)
     _json_option(p)
@@ -800,6 +820,18 @@ def _every_suppression(tracker: Tracker) -> Iterator[Suppression]:
 
 
 # --------------------------------------------------------------------------- the parser
+
+
+def _raw_body_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--provider", help="FILE is one raw body that this provider sent")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        type=_header,
+        metavar="'NAME: VALUE'",
+        help="a header the raw body came with (repeat for each)",
+    )
 
 
 def _store_option(parser: argparse.ArgumentParser) -> None:

@@ -123,6 +123,46 @@ def test_a_truncated_signed_body_is_answered_400(
     assert answer.json()["error"] == "payload"
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "answer"),
+    [
+        (b"[]", 200, {"ok": True, "events": 0}),
+        (b"not json at all", 400, None),
+        (b'{"email": "ann@example.com"}', 400, None),
+    ],
+    ids=["empty-batch", "not-json", "not-an-array"],
+)
+def test_signed_bodies_of_every_shape_get_the_right_status(
+    server: httpx.Client, kits: dict[str, Kit], body: bytes, status: int, answer: object
+) -> None:
+    sign = kits["sendgrid"].sign
+    assert sign is not None
+    response = server.post("/webhooks/sendgrid", content=body, headers=sign(body))
+    assert response.status_code == status
+    if answer is not None:
+        assert response.json() == answer
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream"]
+)
+def test_the_content_type_does_not_matter_only_the_signed_body_does(
+    server: httpx.Client, kits: dict[str, Kit], received: list[EmailEvent], content_type: str
+) -> None:
+    body, headers = kits["sendgrid"].request(TID, "ann@example.com", "delivered")
+    answer = server.post(
+        "/webhooks/sendgrid", content=body, headers={**headers, "Content-Type": content_type}
+    )
+    assert answer.status_code == 200
+    forged = server.post(
+        "/webhooks/sendgrid",
+        content=b"email=ann%40example.com",
+        headers={"Content-Type": content_type},
+    )
+    assert forged.status_code == 401
+    assert len(received) == 1
+
+
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 def test_reachability_checks_are_answered_200(server: httpx.Client, method: str) -> None:
     answer = server.request(method, "/webhooks/sendgrid")

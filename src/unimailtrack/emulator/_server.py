@@ -176,9 +176,12 @@ class _Dispatcher:
         seed: int | None,
         attempts: int,
         timeout: float,
+        record: Callable[[Delivery], None],
     ) -> None:
         self._providers = providers
-        self._targets = targets
+        self._record = record
+        self.targets: Mapping[str, str] = targets
+        """Where each provider's events go; replaced whole, never changed in place."""
         self._delay = delay
         self._duplicate = duplicate
         self._reorder = reorder
@@ -191,16 +194,10 @@ class _Dispatcher:
         self._closed = False
         self._changed = threading.Condition()
         self._stop = threading.Event()
-        self._deliveries: list[Delivery] = []
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
         self._thread = threading.Thread(
             target=self._run, name="unimailtrack-emulator-webhooks", daemon=True
         )
-
-    @property
-    def deliveries(self) -> list[Delivery]:
-        with self._changed:
-            return list(self._deliveries)
 
     def start(self) -> None:
         self._thread.start()
@@ -296,7 +293,7 @@ class _Dispatcher:
                 self._record(self._send(name, posting.body, posting.headers))
 
     def _send(self, name: str, body: bytes, headers: Mapping[str, str]) -> Delivery:
-        url = self._targets.get(name)
+        url = self.targets.get(name)
         if url is None:
             return Delivery(name, None, body, headers)
         status: int | None = None
@@ -316,10 +313,6 @@ class _Dispatcher:
                 break
         log.debug("emulator: %s webhook to %s answered %s", name, url, status or error)
         return Delivery(name, url, body, headers, status, attempt, error)
-
-    def _record(self, delivery: Delivery) -> None:
-        with self._changed:
-            self._deliveries.append(delivery)
 
 
 class _Server(ThreadingHTTPServer):
@@ -356,6 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "unimailtrack-emulator"
     timeout = 30  # an idle keep-alive connection ends by itself
+    disable_nagle_algorithm = True  # the head and the body go out in separate writes
     server: _Server
 
     def do_POST(self) -> None:
@@ -404,7 +398,8 @@ class Emulator:
 
     ``webhooks``: where to post each provider's events, a URL template with ``{provider}``
     (``http://127.0.0.1:8000/webhooks/{provider}``) or a mapping per provider; URLs must be on
-    this machine. Without one, webhook requests are only recorded in :attr:`deliveries`.
+    this machine; it can also be set later (:attr:`webhooks`), once the receiver runs. Without
+    one, webhook requests are only recorded in :attr:`deliveries`.
     ``delay``: seconds between consecutive events of one copy (0: all at once).
     ``duplicate``: the chance that an event is posted twice. ``reorder``: post events out of
     order. ``seed``: makes duplication and reordering repeatable.
@@ -464,7 +459,8 @@ class Emulator:
         self._dispatcher: _Dispatcher | None = None
         self._limits: dict[str, _Window] = {}
         self._sent: list[SentCopy] = []
-        self._sent_lock = threading.Lock()
+        self._deliveries: list[Delivery] = []
+        self._log_lock = threading.Lock()
 
     # ------------------------------------------------------------------ running
 
@@ -495,6 +491,7 @@ class Emulator:
             seed=self._seed,
             attempts=self._webhook_attempts,
             timeout=self._webhook_timeout,
+            record=self._record,
         )
         self._dispatcher.start()
         self._thread = threading.Thread(
@@ -542,6 +539,19 @@ class Emulator:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
+    def webhooks(self) -> dict[str, str]:
+        """Each provider's webhook URL. Set it, like a provider console's webhook setting, to
+        a URL template with ``{provider}``, a mapping per provider, or None to only record
+        the requests; events posted from then on go there."""
+        return dict(self._targets)
+
+    @webhooks.setter
+    def webhooks(self, webhooks: str | Mapping[str, str] | None) -> None:
+        self._targets = webhook_targets(webhooks)
+        if self._dispatcher is not None:
+            self._dispatcher.targets = self._targets
+
+    @property
     def ses(self) -> SESEmulator:
         """The SES part, which exists once the emulator runs (its certificate URL is on the
         emulator's own port)."""
@@ -552,13 +562,18 @@ class Emulator:
     @property
     def sent(self) -> list[SentCopy]:
         """Every copy accepted so far, in order."""
-        with self._sent_lock:
+        with self._log_lock:
             return list(self._sent)
 
     @property
     def deliveries(self) -> list[Delivery]:
         """Every webhook request made (or recorded) so far, in order."""
-        return self._running_dispatcher().deliveries
+        with self._log_lock:
+            return list(self._deliveries)
+
+    def _record(self, delivery: Delivery) -> None:
+        with self._log_lock:
+            self._deliveries.append(delivery)
 
     def dsn(self, provider: str) -> str:
         """A DSN that sends through ``provider``'s real adapter to this emulator and verifies
@@ -603,9 +618,9 @@ class Emulator:
         dispatcher = self._running_dispatcher()
         with dispatcher.accepting():
             answer, copies = self._answer(request)
-            write(answer)
-            with self._sent_lock:
+            with self._log_lock:
                 self._sent.extend(copies)
+            write(answer)
             dispatcher.schedule(copies)
 
     def _answer(self, request: Incoming) -> tuple[Answer, list[SentCopy]]:

@@ -566,12 +566,12 @@ class SESEmulator:
 
     def adapter(self, base_url: str, **options: Any) -> SESAdapter:
         key, secret = self._keys()
-        return SESAdapter(
-            region=self.region,
-            access_key_id=key,
-            secret_access_key=secret,
-            endpoint_url=base_url,
-            allowed_topic_arns=[self.topic_arn],
-            trusted_certificate_urls=[self.certificate_url],
-            **options,
-        )
+        settings: dict[str, Any] = {
+            "region": self.region,
+            "access_key_id": key,
+            "secret_access_key": secret,
+            "endpoint_url": base_url,
+            "allowed_topic_arns": [self.topic_arn],
+            "trusted_certificate_urls": [self.certificate_url],
+        }
+        return SESAdapter(**{**settings, **options})

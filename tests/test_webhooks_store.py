@@ -172,6 +172,18 @@ def test_a_dead_letter_that_cannot_be_kept_answers_503(tmp_path: Path) -> None:
         assert len(tracker.dead_letters()) == 1
 
 
+def test_a_replay_check_that_cannot_reach_the_store_answers_503(tmp_path: Path) -> None:
+    path = tmp_path / "track.sqlite3"
+    kit = webhook_kits.mailgun()
+    body, headers = kit.request(ANN, "ann@example.com", "delivered")
+    with Tracker.open(f"sqlite:///{path}?timeout=0.05") as tracker:
+        receiver = WebhookReceiver({"mailgun": kit.adapter}, tracker)
+        with locked(path):
+            assert receiver.handle("mailgun", headers, body).status == 503
+        assert receiver.handle("mailgun", headers, body).status == 200  # the token was not spent
+        assert tracker.count_events() == 1
+
+
 def test_a_reachability_check_does_not_touch_the_store(tracker: Tracker) -> None:
     receiver = WebhookReceiver({"memory": webhook_kits.memory().adapter}, tracker)
     tracker.close()  # any use of the store would now fail

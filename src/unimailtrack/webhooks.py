@@ -6,7 +6,7 @@ framework helpers and the CLI all go through it, so every entry point answers al
 
 The status is chosen for what the provider does next, not for taste: every provider retries a
 5xx, so anything that might succeed later (the store is down) is a 5xx; SendGrid and Mailgun
-retry every other non-2xx as well, Amazon SNS retries none of them.
+retry every other non-2xx as well, Amazon SNS drops a 4xx.
 
 =====  ==============================================================================
 200    the batch is durably stored, or every event in it was stored before (a retry)
@@ -366,6 +366,9 @@ class WebhookReceiver:
             return UNAUTHORIZED
         except PayloadError as exc:
             return (yield from self._dead_letter(provider, body, headers, exc))
+        except StoreError as exc:  # the replay store is the tracker, and it is down
+            log.error("%s webhook: the replay check could not reach the store: %s", provider, exc)
+            return STORE_UNAVAILABLE
         if not events and self.confirm_subscriptions and _confirms_subscriptions(adapter):
             return (yield from self._control(provider, adapter, body, headers, now))
         if self.tracker is None:

@@ -819,6 +819,44 @@ def _every_suppression(tracker: Tracker) -> Iterator[Suppression]:
         cursor = page.next_cursor
 
 
+# --------------------------------------------------------------------------- emulate
+
+
+def _add_emulate(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "emulate",
+        help="run a local SendGrid, Mailgun and Amazon SES for trying and testing",
+        description="Serve the SendGrid, Mailgun and SES send APIs on 127.0.0.1, play a "
+        "scenario for every recipient chosen by its address (bounce@, complaint@ ...) and post "
+        "each provider's signed webhooks to --webhooks. Prints the DSNs and keys to use. "
+        "See docs/emulator.md.",
+    )
+    p.add_argument("--port", type=int, default=8026, help="port, 0 for any free one (%(default)s)")
+    p.add_argument(
+        "--webhooks",
+        metavar="URL",
+        help="post events here, {provider} replaced by the provider's name, e.g. "
+        "http://127.0.0.1:8025/webhooks/{provider} (this machine only)",
+    )
+    p.add_argument("--delay", type=float, default=0.0, help="seconds between a copy's events")
+    p.add_argument("--duplicate", type=float, default=0.0, help="chance each event posts twice")
+    p.add_argument("--reorder", action="store_true", help="post events out of order")
+    p.add_argument("--seed", type=int, help="repeat the same duplication and reordering")
+    p.add_argument("--rate-limit", type=int, metavar="N", help="answer 429 beyond N requests")
+    p.add_argument("--rate-window", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--api-key", help="the only SendGrid and Mailgun API key taken (default: any)")
+    p.add_argument("--for", dest="duration", type=float, metavar="SECONDS", help="stop after")
+    _json_option(p)
+    p.set_defaults(run=emulate)
+
+
+def emulate(args: argparse.Namespace) -> int:
+    """Run the emulator (``unimailtrack.emulator``) until interrupted or ``--for`` passes."""
+    from unimailtrack.emulator._command import run
+
+    return run(args)
+
+
 # --------------------------------------------------------------------------- the parser
 
 
@@ -857,6 +895,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
     _add_timeline,
     _add_stats,
     _add_suppressions,
+    _add_emulate,
 )
 
 

@@ -94,7 +94,8 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     for name in ("serve", "send", "replay", "verify", "history", "timeline", "stats"):
         assert name in out
     assert "suppressions" in out
-    assert len(SUBCOMMANDS) == 8
+    assert "emulate" in out
+    assert len(SUBCOMMANDS) == 9
 
 
 def test_a_wrong_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

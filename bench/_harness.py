@@ -57,8 +57,11 @@ def setup_django() -> None:
             DEBUG=False,
             SECRET_KEY="bench",
             INSTALLED_APPS=["anymail"],
-            ANYMAIL={"WEBHOOK_SECRET": "bench:bench", "MAILGUN_WEBHOOK_SIGNING_KEY": "bench",
-                     "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS": False},
+            ANYMAIL={
+                "WEBHOOK_SECRET": "bench:bench",
+                "MAILGUN_WEBHOOK_SIGNING_KEY": "bench",
+                "AMAZON_SES_AUTO_CONFIRM_SNS_SUBSCRIPTIONS": False,
+            },
             USE_TZ=True,
         )
         django.setup()

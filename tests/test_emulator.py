@@ -6,6 +6,7 @@ test_emulator_e2e.py.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from unimailtrack import (
 from unimailtrack._http import RetryPolicy
 from unimailtrack.adapters import MailgunAdapter, SendGridAdapter
 from unimailtrack.adapters.memory import SCENARIOS as MEMORY_SCENARIOS
+from unimailtrack.cli import Exit, main
 from unimailtrack.emulator import (
     PROVIDERS,
     SCENARIOS,
@@ -34,6 +36,7 @@ from unimailtrack.emulator import (
     scenario_for,
 )
 from unimailtrack.emulator.ses import SIGNATURE_WINDOW
+from unimailtrack.mailer import build_adapters
 
 emulator = emulator_fixture()
 
@@ -371,3 +374,44 @@ def test_an_unreachable_receiver_is_recorded_not_fatal() -> None:
         (first, second) = emu.deliveries
     assert first.status is None and first.error and first.attempts == 1
     assert second.error
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_emulate_prints_what_to_use_and_stops_by_itself(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["emulate", "--port", "0", "--for", "0", "--json"]) == 0
+    settings = json.loads(capsys.readouterr().out)
+    adapters, _ = build_adapters(settings["receiver_dsn"])
+    assert [a.name for a in adapters] == list(PROVIDERS)
+    for adapter in adapters:
+        adapter.close()
+    assert settings["url"].startswith("http://127.0.0.1:")
+
+
+def test_emulate_describes_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "emulate",
+            "--port",
+            "0",
+            "--for",
+            "0",
+            "--rate-limit",
+            "5",
+            "--webhooks",
+            "http://127.0.0.1:9/webhooks/{provider}",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert all(name in out for name in SCENARIOS)
+    assert "http://127.0.0.1:9/webhooks/ses" in out
+
+
+def test_emulate_refuses_a_remote_webhook_url(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["emulate", "--for", "0", "--webhooks", "https://hooks.example.com/{provider}"])
+    assert code == Exit.CONFIG
+    assert "only to this machine" in capsys.readouterr().err

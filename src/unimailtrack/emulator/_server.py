@@ -580,6 +580,11 @@ class Emulator:
         its webhooks; the same code that runs against the real provider runs against it."""
         return self._provider(provider).dsn(self.url)
 
+    def receiver_dsn(self) -> str:
+        """One DSN naming all three adapters, for a webhook receiver that trusts every
+        provider's webhooks from this emulator (``unimailtrack serve --dsn``)."""
+        return f"failover({' '.join(self.dsn(name) for name in PROVIDERS)})"
+
     def adapter(self, provider: str, **options: Any) -> Adapter:
         """``provider``'s real adapter pointed at this emulator (``options`` go to its
         constructor, e.g. ``retry=RetryPolicy.none()``)."""
@@ -594,6 +599,7 @@ class Emulator:
             "ses_topic_arn": self.ses.topic_arn,
             "ses_certificate_url": self.ses.certificate_url,
             **{f"{name}_dsn": self.dsn(name) for name in PROVIDERS},
+            "receiver_dsn": self.receiver_dsn(),
         }
 
     def _provider(self, name: str) -> ProviderEmulator:

@@ -313,7 +313,7 @@ class MailgunEmulator:
         key = quote(self.api_key or "emulator", safe="")
         return (
             f"mailgun://{key}:{quote(domain, safe='')}@default"
-            f"?base_url={quote(base_url, safe='')}"
+            f"?base_url={quote(base_url, safe=':/')}"
             f"&webhook_key={quote(self.signing_key, safe='')}"
         )
 

@@ -363,8 +363,8 @@ class SendGridEmulator:
     def dsn(self, base_url: str) -> str:
         key = quote(self.api_key or "emulator", safe="")
         return (
-            f"sendgrid://{key}@default?base_url={quote(base_url, safe='')}"
-            f"&webhook_key={quote(self.public_key, safe='')}"
+            f"sendgrid://{key}@default?base_url={quote(base_url, safe=':/')}"
+            f"&webhook_key={quote(self.public_key, safe='/=')}"
         )
 
     def adapter(self, base_url: str, **options: Any) -> SendGridAdapter:

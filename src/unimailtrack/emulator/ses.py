@@ -559,9 +559,9 @@ class SESEmulator:
         key, secret = self._keys()
         return (
             f"ses://{quote(key, safe='')}:{quote(secret, safe='')}@default"
-            f"?region={self.region}&endpoint_url={quote(base_url, safe='')}"
-            f"&topic_arns={quote(self.topic_arn, safe='')}"
-            f"&trusted_certificate_urls={quote(self.certificate_url, safe='')}"
+            f"?region={self.region}&endpoint_url={quote(base_url, safe=':/')}"
+            f"&topic_arns={quote(self.topic_arn, safe=':')}"
+            f"&trusted_certificate_urls={quote(self.certificate_url, safe=':/')}"
         )
 
     def adapter(self, base_url: str, **options: Any) -> SESAdapter:

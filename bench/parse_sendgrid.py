@@ -6,6 +6,7 @@ timestamps spread over a minute, as in one webhook post. django-anymail's
 ``SendGridTrackingWebhookView.parse_events`` reads a Django request, so its row includes building
 the smallest one that carries the body. ``json.loads`` alone is the floor no parser goes below;
 the verify row checks the ECDSA signature (a SHA-256 over the whole body) before parsing.
+Each row is the best of three interleaved rounds.
 
 Run with ``.venv-bench/bin/python bench/parse.py`` (or this file alone).
 """
@@ -31,6 +32,7 @@ from unimailtrack.adapters.sendgrid import (
 )
 
 EVENTS = 1000
+ROUNDS = 3
 REFERENCE = "django-anymail parse_events"
 START = 1705310000
 
@@ -149,16 +151,18 @@ def measure() -> tuple[str, list[Row], str]:
         adapter.verify_webhook(body, headers, now=now)
         parse_events(body)
 
-    rows = [
-        Row("unimailtrack parse", rate(lambda: parse_events(body), EVENTS)),
-        Row(
-            "unimailtrack parse, stdlib json",
-            rate(lambda: parse_events(body, loads=json.loads), EVENTS),
-        ),
-        Row("unimailtrack verify + parse", rate(verify_and_parse, EVENTS)),
-        Row(REFERENCE, rate(lambda: anymail(body), EVENTS)),
-        Row("json.loads alone", rate(lambda: json.loads(body), EVENTS)),
-    ]
+    measured: dict[str, Callable[[], object]] = {
+        "unimailtrack parse": lambda: parse_events(body),
+        "unimailtrack parse, stdlib json": lambda: parse_events(body, loads=json.loads),
+        "unimailtrack verify + parse": verify_and_parse,
+        REFERENCE: lambda: anymail(body),
+        "json.loads alone": lambda: json.loads(body),
+    }
+    best = dict.fromkeys(measured, 0.0)
+    for _ in range(ROUNDS):  # interleaved, so that a busy spell on the machine hits every row
+        for label, fn in measured.items():
+            best[label] = max(best[label], rate(fn, EVENTS))
+    rows = [Row(label, value) for label, value in best.items()]
     parse_rate, verify_rate = rows[0].rate, rows[2].rate
     title = (
         f"SendGrid: parse + map a {EVENTS:,}-event mixed batch ({len(body) / 1024:,.0f} KiB); "

@@ -7,12 +7,13 @@ per provider in fixed windows.
 
 The dispatcher is one thread with a queue ordered by due time. Every step of every accepted
 copy's scenario is queued when the send is answered, ``delay`` seconds after the step before
-it. ``duplicate`` queues some steps twice; ``reorder`` holds steps back by a random time up to
-the length of their scenario and breaks ties at random, so later events overtake earlier ones.
-Whatever is due is rendered, packed by its provider (SendGrid batches, the others one event
-per request), signed, and posted to the provider's webhook URL, which must be on this machine.
-A post that fails (no connection, 5xx, 429) is tried again a bounded number of times, shortly
-after; nothing loops for longer than the options allow.
+it (the first ``delay`` seconds after the send). ``duplicate`` queues some steps twice;
+``reorder`` holds steps back by a random time up to the length of their scenario and breaks
+ties at random, so later events overtake earlier ones. Whatever is due is rendered, packed by
+its provider (SendGrid batches, the others one event per request), signed, and posted to the
+provider's webhook URL, which must be on this machine. A post that fails (no connection,
+5xx, 429) is tried again a bounded number of times, shortly after; nothing loops for longer
+than the options allow.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ class _Dispatcher:
         steps = copy.steps
         span = len(steps) * self._delay
         for index in range(len(steps)):
-            offset = index * self._delay
+            offset = (index + 1) * self._delay
             at = copy.accepted_at + timedelta(seconds=offset)
             times = 2 if self._rng.random() < self._duplicate else 1
             for _ in range(times):
@@ -400,7 +401,8 @@ class Emulator:
     (``http://127.0.0.1:8000/webhooks/{provider}``) or a mapping per provider; URLs must be on
     this machine; it can also be set later (:attr:`webhooks`), once the receiver runs. Without
     one, webhook requests are only recorded in :attr:`deliveries`.
-    ``delay``: seconds between consecutive events of one copy (0: all at once).
+    ``delay``: seconds from the send to a copy's first event, and between its events (0: all
+    at once, as soon as the send is answered).
     ``duplicate``: the chance that an event is posted twice. ``reorder``: post events out of
     order. ``seed``: makes duplication and reordering repeatable.
     ``rate_limit``: answer 429 with ``Retry-After`` beyond it.

@@ -21,13 +21,14 @@ import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from unimailtrack.errors import ConfigurationError, MissingDependency
 from unimailtrack.tracking._live import decode_changes, encode_changes
 from unimailtrack.tracking._records import StateChange
-from unimailtrack.tracking._schema import migrate
+from unimailtrack.tracking._schema import column_kinds, migrate
 from unimailtrack.tracking._store import (
     Dialect,
     Emit,
@@ -39,6 +40,7 @@ from unimailtrack.tracking._store import (
     Step,
     Store,
     StoreError,
+    Write,
     adrive,
     awith_retries,
     drive,
@@ -76,17 +78,57 @@ class PostgresDialect(Dialect):
         "bigint": "BIGINT",
         "bool": "BOOLEAN",
         "json": "JSONB",
+        "document": "JSON",
         "blob": "BYTEA",
         "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    }
+
+    array_types: ClassVar[Mapping[str, str]] = {
+        "key": "text[]",
+        "text": "text[]",
+        "int": "int4[]",
+        "bigint": "int8[]",
+        "bool": "bool[]",
+        "json": "jsonb[]",
+        "document": "json[]",
+        "blob": "bytea[]",
     }
 
     def __init__(self, channel: str, origin: str) -> None:
         self.channel = channel
         self.origin = origin
 
+    def statements(self, step: Query | Write) -> list[tuple[str, Params]]:
+        """A ``Write`` goes as one statement whatever its size: one binary array per column,
+        unnested in the order given. (A multi-row VALUES statement is re-parsed by the
+        driver on every call, which costs more than the insert.)"""
+        if isinstance(step, Query):
+            return super().statements(step)
+        if not step.rows:
+            return []
+        columns = [list(column) for column in zip(*step.rows, strict=True)]
+        return [(_unnest_sql(step.head, step.tail), columns)]
+
     def emit(self, changes: Sequence[StateChange]) -> list[tuple[str, Params]]:
         payloads = encode_changes(self.origin, changes)
         return [("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p", [self.channel, payloads])]
+
+
+_HEAD = re.compile(r"INSERT INTO (\w+) \((.*)\)")
+
+
+@cache
+def _unnest_sql(head: str, tail: str) -> str:
+    found = _HEAD.fullmatch(head)
+    assert found is not None, head
+    table, names = found[1], found[2]
+    kinds = column_kinds()[table]
+    arrays = ", ".join(
+        f"%b::{PostgresDialect.array_types[kinds[name]]}" for name in names.split(", ")
+    )
+    # The column names come from our own statements, never from input.
+    unnested = f"SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS v({names}, n)"  # noqa: S608
+    return f"{head} {unnested} ORDER BY n {tail}".rstrip()
 
 
 def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
@@ -130,6 +172,7 @@ def _text_json(conn: Any) -> None:
     # JSON columns come back as text, as SQLite's do, so that both share one row mapping.
     from psycopg.types.string import TextLoader
 
+    conn.adapters.register_loader("json", TextLoader)
     conn.adapters.register_loader("jsonb", TextLoader)
 
 

@@ -6,7 +6,9 @@ processes starting at once migrate exactly once. A database migrated by a newer 
 than this one is refused rather than misread.
 
 A migration is append-only: once released, its statements never change; a later change is a
-new migration. Column kinds in braces (``{key}``, ``{json}``, ...) are spelled by the dialect.
+new migration. Column kinds in braces are spelled by the dialect: ``key`` is text compared
+byte by byte (ids, keys, what is sorted), ``json`` a queryable document (PostgreSQL JSONB),
+``document`` one kept as it came (PostgreSQL JSON: cheaper to store, key order kept).
 
 Tables (times are integer microseconds since the epoch, UTC):
 
@@ -24,14 +26,16 @@ Tables (times are integer microseconds since the epoch, UTC):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from types import MappingProxyType
 
 from unimailtrack.model import EventType
 from unimailtrack.tracking._store import Dialect, Program, Query, StoreError
 
-__all__ = ["LATEST", "MIGRATIONS", "SEEN_BITS", "Migration", "migrate"]
+__all__ = ["LATEST", "MIGRATIONS", "SEEN_BITS", "Migration", "column_kinds", "migrate"]
 
 SEEN_BITS: Mapping[EventType, int] = MappingProxyType(
     {
@@ -129,7 +133,7 @@ _V1 = Migration(
             machine {bool},
             tags {json},
             metadata {json},
-            raw {json} NOT NULL,
+            raw {document} NOT NULL,
             received_at_us {bigint} NOT NULL
         )
         """,
@@ -225,3 +229,24 @@ def migrate(
         )
         current = migration.version
     return current
+
+
+_TABLE = re.compile(r"CREATE TABLE (\w+) \((.*)\)", re.DOTALL)
+_ADDED = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+) \{(\w+)\}")
+_COLUMN = re.compile(r"^\s*(\w+) \{(\w+)\}", re.MULTILINE)
+
+
+@cache
+def column_kinds(migrations: Sequence[Migration] = MIGRATIONS) -> Mapping[str, Mapping[str, str]]:
+    """The kind (``key``, ``json``, ...) of every column of every table, read from the
+    migrations themselves, so that a backend can type the arrays it sends rows in."""
+    tables: dict[str, dict[str, str]] = {}
+    for migration in migrations:
+        for statement in migration.statements:
+            created = _TABLE.search(statement)
+            if created:
+                name, body = created.groups()
+                tables[name] = dict(_COLUMN.findall(body))
+            for table, column, kind in _ADDED.findall(statement):
+                tables[table][column] = kind
+    return tables

@@ -51,6 +51,7 @@ class SQLiteDialect(Dialect):
         "bigint": "INTEGER",
         "bool": "INTEGER",
         "json": "TEXT",
+        "document": "TEXT",
         "blob": "BLOB",
         "serial": "INTEGER PRIMARY KEY",
     }
@@ -96,6 +97,7 @@ class SQLiteStore(Store):
         if not self._memory:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA cache_size = -32768")
         return conn
 
     def _connection(self) -> sqlite3.Connection:

@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import chain
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from unimailtrack.errors import UnimailtrackError
@@ -124,7 +125,7 @@ class Dialect:
             result.append(
                 (
                     self._write_sql(step.head, step.tail, width, len(chunk)),
-                    [value for row in chunk for value in row],
+                    list(chain.from_iterable(chunk)),
                 )
             )
         return result

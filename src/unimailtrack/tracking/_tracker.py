@@ -190,9 +190,8 @@ class Tracker:
     # ------------------------------------------------------------------ ingestion
 
     def _ingest(self, events: Iterable[EmailEvent]) -> _Op[IngestResult]:
-        batch = P.prepare(events)
-        now_us = self._now_us()
-        return _Op(lambda: P.ingest(batch, now_us), write=True)
+        batch = P.prepare(events, self._now_us())
+        return _Op(lambda: P.ingest(batch), write=True)
 
     def ingest(self, events: Iterable[EmailEvent]) -> IngestResult:
         """Store a batch of events, all or nothing, and fold them into their states

@@ -38,7 +38,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from unimailtrack.adapters._sns import topic_region
 from unimailtrack.adapters.base import Adapter
+from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
 from unimailtrack.emulator._model import Answer, Incoming, ProviderEmulator, SentCopy
 from unimailtrack.emulator.mailgun import MailgunEmulator
 from unimailtrack.emulator.scenarios import SCENARIOS
@@ -436,8 +438,8 @@ class Emulator:
             raise ConfigurationError("delay must be >= 0 and duplicate between 0 and 1")
         if webhook_attempts < 1 or webhook_timeout <= 0:
             raise ConfigurationError("webhook_attempts must be >= 1 and webhook_timeout > 0")
-        from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
-
+        if topic_region(ses_topic_arn) is None:
+            raise ConfigurationError(f"{ses_topic_arn!r} is not an SNS topic ARN")
         self._port = port
         self._targets = webhook_targets(webhooks)
         self._delay = delay
@@ -456,6 +458,7 @@ class Emulator:
         )
         self.mailgun = MailgunEmulator(api_key=api_key, signing_key=mailgun_signing_key)
         self._ses: SESEmulator | None = None
+        self._providers: dict[str, ProviderEmulator] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._dispatcher: _Dispatcher | None = None
@@ -477,15 +480,11 @@ class Emulator:
             topic_arn=self._ses_topic_arn,
             credentials=self._aws_credentials,
         )
-        providers: dict[str, ProviderEmulator] = {
-            "sendgrid": self.sendgrid,
-            "mailgun": self.mailgun,
-            "ses": self._ses,
-        }
+        self._providers = {"sendgrid": self.sendgrid, "mailgun": self.mailgun, "ses": self._ses}
         if self._rate_limit is not None:
-            self._limits = {name: _Window(self._rate_limit) for name in providers}
+            self._limits = {name: _Window(self._rate_limit) for name in PROVIDERS}
         self._dispatcher = _Dispatcher(
-            providers,
+            self._providers,
             self._targets,
             delay=self._delay,
             duplicate=self._duplicate,
@@ -605,14 +604,11 @@ class Emulator:
         }
 
     def _provider(self, name: str) -> ProviderEmulator:
-        providers: dict[str, ProviderEmulator] = {
-            "sendgrid": self.sendgrid,
-            "mailgun": self.mailgun,
-            "ses": self.ses,
-        }
-        if name not in providers:
+        if name not in PROVIDERS:
             raise ConfigurationError(f"the emulator imitates {', '.join(PROVIDERS)}, not {name!r}")
-        return providers[name]
+        if not self._providers:
+            raise RuntimeError("the emulator is not running: use it as a context manager")
+        return self._providers[name]
 
     def _running_dispatcher(self) -> _Dispatcher:
         if self._dispatcher is None:
@@ -632,9 +628,7 @@ class Emulator:
             dispatcher.schedule(copies)
 
     def _answer(self, request: Incoming) -> tuple[Answer, list[SentCopy]]:
-        provider = next(
-            (p for p in map(self._provider, PROVIDERS) if p.handles(request.path)), None
-        )
+        provider = next((p for p in self._providers.values() if p.handles(request.path)), None)
         if provider is None:
             return Answer.json(404, {"message": f"nothing is served at {request.path}"}), []
         window = self._limits.get(provider.name)

@@ -48,7 +48,8 @@ _PERMANENT_REASONS: Final[Mapping[BounceKind | None, str]] = {BounceKind.HARD: "
 and the status code tells the rest."""
 
 
-def _status(step: Step, *, attempt: int = 1) -> dict[str, Any]:
+def _status(step: Step) -> dict[str, Any]:
+    """The ``delivery-status`` of a step that has a reply from the recipient's server."""
     smtp = step.smtp
     if smtp is None:
         return {}
@@ -59,7 +60,7 @@ def _status(step: Step, *, attempt: int = 1) -> dict[str, Any]:
         "enhanced-code": smtp.status,
         "message": f"{smtp.status} {smtp.text}",
         "description": "",
-        "attempt-no": step.attempt or attempt,
+        "attempt-no": step.attempt or 1,
         "session-seconds": 0.4,
         "utf8": True,
         "certificate-verified": True,

@@ -234,6 +234,8 @@ def _enabled(settings: Any, name: str) -> bool:
 
 
 def _custom_args(*sources: Any) -> dict[str, str]:
+    """Message-level then personalization custom args, as SendGrid merges them (the later
+    wins), every value as text."""
     merged: dict[str, str] = {}
     for source in sources:
         if isinstance(source, dict):
@@ -289,7 +291,7 @@ class SendGridEmulator:
         problems = request_problems(payload)
         if problems:
             return _errors(400, problems), []
-        message_id = stable_token(secrets.token_hex(16))
+        message_id = secrets.token_urlsafe(16)  # SendGrid's ids never hold a dot
         copies = list(self._copies(payload, message_id, now))
         return Answer(202, b"", {"X-Message-Id": message_id}), copies
 

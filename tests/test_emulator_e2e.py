@@ -119,8 +119,7 @@ def test_duplicated_and_reordered_deliveries_change_nothing(provider: str) -> No
     with Emulator(**MESSY) as messy:  # type: ignore[arg-type]
         shuffled = send(messy, provider)
         messy_states = states_through_adapter(messy, provider)
-        posted = sum(len(d.body) > 0 for d in messy.deliveries)
-    assert posted > len(clean.deliveries)
+    assert len(messy.deliveries) > len(clean.deliveries)
     for before, after in zip(plain.recipients, shuffled.recipients, strict=True):
         first, second = plain_states[before.tracking_id], messy_states[after.tracking_id]
         assert (second.status, second.reason, second.bounce) == (

@@ -198,42 +198,49 @@ class Entry:
 _TRACKING_ID_COLUMN = 9
 
 
+_KINDS: Mapping[EventType, tuple[str, int, int]] = {
+    kind: (kind.value, RANK[kind], SEEN_BITS[kind]) for kind in EventType
+}
+"""Each event type's stored name, precedence rank and ``seen`` bit, looked up once."""
+_BOUNCES: Mapping[BounceKind | None, str | None] = {None: None} | {b: b.value for b in BounceKind}
+
+
 def _entry(
     event: EmailEvent, message_key: str | None, recipient_key: str, received_at_us: int
 ) -> Entry:
     timestamp_us = to_micros(event.timestamp)
-    rank = RANK[event.type]
+    kind, rank, bit = _KINDS[event.type]
+    tracking_id = event.tracking_id
     link = None
-    if event.tracking_id is None and message_key is not None and recipient_key:
+    if tracking_id is None and message_key is not None and recipient_key:
         link = (event.provider, message_key, recipient_key)
+    tags, metadata = event.tags, event.metadata
     row = (
         event.event_id,
         event.provider,
-        event.type.value,
+        kind,
         event.provider_event,
         event.recipient,
         recipient_key,
         recipient_key.rpartition("@")[2],
         event.message_id,
         message_key,
-        event.tracking_id,
+        tracking_id,
         timestamp_us,
         rank,
         event.reason,
-        None if event.bounce is None else event.bounce.value,
+        _BOUNCES[event.bounce],
         event.smtp_status,
         event.attempt,
         event.url,
         event.user_agent,
         event.machine,
-        dumps(event.tags) if event.tags else None,
-        dumps(event.metadata) if event.metadata else None,
+        dumps(tags) if tags else None,
+        dumps(metadata) if metadata else None,
         dumps(event.raw),
         received_at_us,
     )
-    return Entry(
-        event, timestamp_us, (rank, timestamp_us, event.event_id), SEEN_BITS[event.type], link, row
-    )
+    return Entry(event, timestamp_us, (rank, timestamp_us, event.event_id), bit, link, row)
 
 
 Placed = tuple[Entry, str | None]

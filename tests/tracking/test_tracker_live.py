@@ -187,3 +187,24 @@ def test_a_mailer_and_a_tracker_work_together_end_to_end(tracker: Tracker) -> No
         tracker.ingest(memory.unwrap(body, headers))
     assert [c.status for c in heard] == [DeliveryStatus.DELIVERED, DeliveryStatus.BOUNCED]
     assert tracker.suppression("b@example.com") is not None
+
+
+def test_async_methods_work_from_one_event_loop_after_another(store: Store) -> None:
+    tracker = store.open()
+
+    async def count() -> int:
+        return await tracker.acount_events()
+
+    tracker.ingest([event("delivered")])
+    assert asyncio.run(count()) == 1
+    assert asyncio.run(count()) == 1  # the first loop has ended: a new pool serves this one
+
+
+def test_a_sync_close_inside_the_event_loop_finishes_in_the_background(store: Store) -> None:
+    async def scenario() -> None:
+        tracker = store.open()
+        await tracker.aingest([event("delivered")])
+        tracker.close()
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())

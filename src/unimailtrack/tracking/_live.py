@@ -115,7 +115,10 @@ class ChangeStream:
         await self.aclose()
 
     def __del__(self) -> None:
-        self._unsubscribe()
+        # Also when __init__ failed (no running loop): there is nothing to undo then.
+        unsubscribe = getattr(self, "_unsubscribe", None)
+        if unsubscribe is not None:
+            unsubscribe()
 
 
 # --------------------------------------------------------------------------- across processes

@@ -1,8 +1,9 @@
 """The backend at scale: PostgreSQL through psycopg 3, shared by any number of processes.
 
 One driver does all three jobs: a sync connection pool, an async pool (opened lazily in the
-event loop that first needs it; close it there with ``await tracker.aclose()``), and a
-listener connection that ``LISTEN``s for the changes other processes commit.
+event loop that needs it; close it there with ``await tracker.aclose()``; a new one is opened
+when that loop has ended and another asks), and a listener connection that ``LISTEN``s for
+the changes other processes commit.
 
 Transactions run at READ COMMITTED. What keeps concurrent writers right is in the SQL (see
 ``_programs``): upserts decided inside the database, rows touched in a stable order. A
@@ -296,6 +297,10 @@ class PostgresStore(Store):
         loop = asyncio.get_running_loop()
         with self._lock:
             self._check_open()
+            if self._async is not None and self._async[0].is_closed():
+                # The loop that used the last pool is gone (asyncio.run returned), and its
+                # connections with it: start afresh in this one.
+                self._async = None
             if self._async is None:
                 pool = AsyncConnectionPool(
                     self._conninfo,
@@ -306,14 +311,22 @@ class PostgresStore(Store):
                     open=False,
                     name=f"unimailtrack-{self.schema}-async",
                 )
-                self._async = (loop, pool, asyncio.ensure_future(pool.open(wait=True)))
-            bound, pool, opening = self._async
+                opening = pool.open(wait=True, timeout=_OPEN_TIMEOUT)
+                self._async = (loop, pool, asyncio.ensure_future(opening))
+            bound, pool, opened = self._async
         if bound is not loop:
             raise StoreError(
-                "this tracker's async methods are bound to the event loop that first used "
-                "them; await tracker.aclose() there, or open one tracker per event loop"
+                "this tracker's async methods are in use by another running event loop; "
+                "open one tracker per event loop"
             )
-        await opening
+        try:
+            await opened
+        except BaseException:
+            with self._lock:
+                if self._async is not None and self._async[1] is pool:
+                    self._async = None
+            await pool.close()
+            raise
         return pool
 
     async def arun(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
@@ -379,10 +392,21 @@ class PostgresStore(Store):
         await asyncio.to_thread(self.close)
 
 
+_closing: set[asyncio.Task[None]] = set()
+
+
 def _close_abandoned(loop: asyncio.AbstractEventLoop, pool: AsyncConnectionPool, _: Any) -> None:
-    """Close an async pool from outside its event loop, when that loop can still run."""
+    """Close an async pool from outside a coroutine, as far as its event loop allows."""
     if loop.is_closed():
-        log.warning("an async tracker pool outlived its event loop; use await tracker.aclose()")
+        return  # its connections went with it
+    try:
+        current = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if current is loop:  # a sync close() inside the loop: finish closing in the background
+        task = loop.create_task(pool.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
     elif loop.is_running():
         asyncio.run_coroutine_threadsafe(pool.close(), loop).result()
     else:

@@ -142,6 +142,8 @@ class SQLiteStore(Store):
     # ------------------------------------------------------------------ running
 
     def run(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
+        if self._closed:
+            raise StoreError("the tracker is closed")
         with self._turn(write):
             conn = self._connection()
             try:

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import load_fixture
 from unimailtrack.adapters import MemoryAdapter
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
 from unimailtrack.cli import SUBCOMMANDS, Exit, main
 from unimailtrack.tracking import Tracker
+from webhook_fixtures import load_fixture
 
 SECRET = "cli-test-webhook-secret"
 MEMORY_DSN = f"memory://?webhook_secret={SECRET}"

@@ -18,12 +18,12 @@ from urllib.parse import parse_qsl, urlencode
 import pytest
 
 import unimailtrack
-from conftest import fixtures_for, load_fixture
 from unimailtrack import BounceKind, EventType, PayloadError, SignatureError
 from unimailtrack.adapters import MailgunAdapter
 from unimailtrack.adapters.base import InMemoryNonceStore
 from unimailtrack.adapters.mailgun import MailgunWebhookSigner
 from unimailtrack.config import Dsn, parse_dsn
+from webhook_fixtures import fixtures_for, load_fixture
 
 KEY = "8d2f7a0c4b1e9f3a6d5c8b7e0f1a2d3c"
 OTHER_KEY = "f00dfeedf00dfeedf00dfeedf00dfeed"

@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from conftest import fixtures_for, load_fixture
 from unimailtrack import (
     BounceKind,
     ConfigurationError,
@@ -38,6 +37,7 @@ from unimailtrack.adapters.sendgrid import (
     parse_events,
 )
 from unimailtrack.model import TRACKING_KEY
+from webhook_fixtures import fixtures_for, load_fixture
 
 SIGNER = SendGridWebhookSigner()
 OTHER_SIGNER = SendGridWebhookSigner()

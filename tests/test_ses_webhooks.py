@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unimailtrack
-from conftest import fixtures_for, load_fixture
 from unimailtrack import (
     BounceKind,
     ConfigurationError,
@@ -33,6 +32,7 @@ from unimailtrack.adapters._sns import (
     subscribe_url_ok,
 )
 from unimailtrack.adapters.ses import SESAdapter, SnsSigner, bounce_kind
+from webhook_fixtures import fixtures_for, load_fixture
 
 TOPIC = "arn:aws:sns:us-east-1:111122223333:ses-events"
 OTHER_TOPIC = "arn:aws:sns:us-east-1:444455556666:someone-elses"

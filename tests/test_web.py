@@ -10,12 +10,12 @@ import httpx
 import pytest
 
 import webhook_kits
-from conftest import load_fixture
 from live_server import raw_exchange, running
 from unimailtrack import EmailEvent, EventType
 from unimailtrack.tracking import Tracker
 from unimailtrack.web import create_app
 from unimailtrack.webhooks import WebhookReceiver
+from webhook_fixtures import load_fixture
 from webhook_kits import Kit
 
 TID = "0190a1b2c3d4e5f60718293a4b5c6d7e"

@@ -40,6 +40,8 @@ def _postgres_unreachable() -> str | None:
 def require_postgres() -> None:
     """Skip, saying why loudly, when no PostgreSQL server answers."""
     problem = _postgres_unreachable()
+    if problem is not None and os.environ.get("UNIMAILTRACK_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required here but {POSTGRES_URL} does not answer: {problem}")
     if problem is not None:
         pytest.skip(
             f"SKIPPED POSTGRESQL TESTS: no server at {POSTGRES_URL} ({problem}); "

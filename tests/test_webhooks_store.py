@@ -211,3 +211,42 @@ def test_the_tracker_becomes_mailgun_s_replay_store_shared_by_every_receiver(
 def _swap(request: tuple[bytes, dict[str, str]]) -> tuple[dict[str, str], bytes]:
     body, headers = request
     return headers, body
+
+
+class _Tokens:
+    """A replay store apart from the tracker, as a deployment with its own cache has."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+
+    def add_if_absent(self, key: str, expires_at: object) -> bool:
+        if key in self.keys:
+            return False
+        self.keys.add(key)
+        return True
+
+    def discard(self, key: str) -> None:
+        self.keys.discard(key)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_verified_request_that_could_not_be_stored_may_be_retried(
+    tmp_path: Path, asynchronous: bool
+) -> None:
+    path = tmp_path / "track.sqlite3"
+    kit = webhook_kits.mailgun()
+    tokens = _Tokens()
+    kit.adapter.nonce_store = tokens  # type: ignore[attr-defined]
+    body, headers = kit.request(ANN, "ann@example.com", "delivered")
+    with Tracker.open(f"sqlite:///{path}?timeout=0.05") as tracker:
+        receiver = WebhookReceiver({"mailgun": kit.adapter}, tracker)
+        with locked(path):
+            if asynchronous:
+                failed = asyncio.run(receiver.ahandle("mailgun", headers, body))
+            else:
+                failed = receiver.handle("mailgun", headers, body)
+            assert failed.status == 503
+        assert tokens.keys == set()  # the spent token was given back
+        assert receiver.handle("mailgun", headers, body).status == 200
+        assert tracker.count_events() == 1
+        assert receiver.handle("mailgun", headers, body).status == 401  # now it is a replay

@@ -158,6 +158,21 @@ class _Confirm:
 
 
 @dataclass(frozen=True, slots=True)
+class _Release:
+    """Have the adapter forget the replay token a request spent (it was not stored)."""
+
+    adapter: Adapter
+    body: bytes
+    headers: Mapping[str, str]
+
+    def run(self) -> None:
+        self.adapter.release_webhook(self.body, self.headers)
+
+    async def arun(self) -> None:
+        await asyncio.to_thread(self.run)
+
+
+@dataclass(frozen=True, slots=True)
 class _Ingest:
     store: EventStore
     events: Sequence[EmailEvent]
@@ -365,7 +380,10 @@ class WebhookReceiver:
         except SignatureError:
             return UNAUTHORIZED
         except PayloadError as exc:
-            return (yield from self._dead_letter(provider, body, headers, exc))
+            answer = yield from self._dead_letter(provider, body, headers, exc)
+            if answer is STORE_UNAVAILABLE:
+                yield from self._release(provider, adapter, body, headers)
+            return answer
         except StoreError as exc:  # the replay store is the tracker, and it is down
             log.error("%s webhook: the replay check could not reach the store: %s", provider, exc)
             return STORE_UNAVAILABLE
@@ -379,6 +397,7 @@ class WebhookReceiver:
             result: IngestResult = yield _Ingest(self.tracker, events)
         except StoreError as exc:
             log.error("%s webhook: storing %d event(s) failed: %s", provider, len(events), exc)
+            yield from self._release(provider, adapter, body, headers)
             return STORE_UNAVAILABLE
         calls = self._callbacks(events, result.changes)
         if calls:
@@ -395,6 +414,18 @@ class WebhookReceiver:
                 "duplicates": result.duplicates,
             },
         )
+
+    def _release(
+        self, provider: str, adapter: Adapter, body: bytes, headers: Mapping[str, str]
+    ) -> Generator[_Step, Any, None]:
+        """The request was verified but not stored: let the provider's retry through the
+        replay check. If even that fails, the retry is refused and logged as a replay."""
+        try:
+            yield _Release(adapter, body, headers)
+        except Exception:
+            log.exception(
+                "%s webhook: could not forget the replay token of a failed request", provider
+            )
 
     def _control(
         self,

@@ -356,6 +356,14 @@ class Adapter(ABC):
         self.verify_webhook(body, headers, now=now)
         return self.parse_webhook(body, headers)
 
+    def release_webhook(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Forget whatever replay protection remembered when this request was verified.
+
+        A receiver calls it when a verified request could not be stored, so that the
+        provider's retry of that same request is not refused as a replay. Providers without
+        replay tokens have nothing to forget."""
+        del body, headers
+
     def _verification_disabled(self) -> bool:
         if not self.verify_webhooks:
             webhook_log.debug("%s: webhook verification is turned off by configuration", self.name)
@@ -387,6 +395,10 @@ class NonceStore(Protocol):
         already remembered (a replay). Must be atomic."""
         ...
 
+    def discard(self, key: str) -> None:
+        """Forget ``key``, so that a request which could not be stored may be retried."""
+        ...
+
 
 class InMemoryNonceStore:
     """The default ``NonceStore``: one process, bounded, expired keys pruned on the way."""
@@ -408,6 +420,10 @@ class InMemoryNonceStore:
                     del self._keys[next(iter(self._keys))]
             self._keys[key] = expires_at
             return True
+
+    def discard(self, key: str) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
 
 
 # --------------------------------------------------------------------------- helpers

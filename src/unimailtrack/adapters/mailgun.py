@@ -52,7 +52,7 @@ from unimailtrack.adapters.base import (
     unknown_event,
 )
 from unimailtrack.config import Dsn
-from unimailtrack.errors import ConfigurationError, PayloadError
+from unimailtrack.errors import ConfigurationError, PayloadError, SignatureError
 from unimailtrack.model import (
     TRACKING_KEY,
     BounceKind,
@@ -398,6 +398,15 @@ class MailgunAdapter(Adapter):
         if verify:
             self._check(decoded, now)
         return events_from(decoded)
+
+    def release_webhook(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Forget the token this request spent, so Mailgun's retry of a request that could not
+        be stored is not refused as a replay."""
+        try:
+            _, token, _ = signature_fields(decode_body(body, headers))
+        except (PayloadError, SignatureError):
+            return
+        self.nonce_store.discard(f"{PROVIDER}:{token}")
 
     @classmethod
     def parse_webhook_body(

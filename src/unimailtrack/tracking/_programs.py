@@ -68,6 +68,7 @@ __all__ = [
     "count_events",
     "dead_letters",
     "discard_dead_letter",
+    "discard_nonce",
     "domain_alerts",
     "history",
     "ingest",
@@ -1124,3 +1125,8 @@ def add_nonce(key: str, expires_at_us: int, now_us: int) -> Program[bool]:
         {"key": key, "expires": expires_at_us, "now": now_us},
     )
     return bool(rows)
+
+
+def discard_nonce(key: str) -> Program[None]:
+    """Forget ``key`` (a request that could not be stored may then be retried)."""
+    yield Query("DELETE FROM nonces WHERE nonce = ?", (key,))

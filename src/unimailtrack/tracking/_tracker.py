@@ -550,6 +550,11 @@ class Tracker:
         expires_us, now_us = to_micros(expires_at), self._now_us()
         return self._run(_Op(lambda: P.add_nonce(key, expires_us, now_us), write=True))
 
+    def discard(self, key: str) -> None:
+        """Forget a webhook token (``adapters.base.NonceStore``), so that the retry of a
+        request which could not be stored is accepted."""
+        self._run(_Op(lambda: P.discard_nonce(key), write=True))
+
     # ------------------------------------------------------------------ live updates
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:

@@ -26,7 +26,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 
 from unimailtrack import _constants as C
+from unimailtrack._json import loads as json_loads
 from unimailtrack.adapters.base import (
     Adapter,
     Call,
@@ -211,18 +212,6 @@ _PROXY_USER_AGENTS: Final = ("GoogleImageProxy", "YahooMailProxy", "ggpht.com")
 _APPLE_PROXY_USER_AGENT: Final = "Mozilla/5.0"
 """Apple Mail Privacy Protection fetches images with exactly this user agent."""
 
-
-def _json_decoder() -> Callable[[bytes | str], Any]:
-    """orjson's decoder when installed (``unimailtrack[fast]``): it decodes a webhook body in
-    a third of the time the standard library's takes, and decoding is half of a parse."""
-    try:
-        from orjson import loads
-    except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
-        return json.loads
-    return loads
-
-
-_loads: Final = _json_decoder()
 
 # --------------------------------------------------------------------------- signing
 
@@ -630,7 +619,7 @@ def decode_body(body: bytes, headers: Mapping[str, str] | None) -> dict[str, Any
 
 def _json_body(body: bytes) -> dict[str, Any]:
     try:
-        data = _loads(body)
+        data = json_loads(body)
     except (ValueError, RecursionError) as exc:
         raise _payload_error(f"not JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -980,13 +969,13 @@ def _legacy_variables(form: Form) -> dict[str, str]:
     headers = form.first("message-headers")
     if headers:
         try:
-            pairs = _loads(headers)
+            pairs = json_loads(headers)
         except (ValueError, RecursionError):
             raise _field_error("message-headers", "a JSON list of headers") from None
         for pair in pairs if isinstance(pairs, list) else ():
             if isinstance(pair, list) and len(pair) == 2 and pair[0] == "X-Mailgun-Variables":
                 try:
-                    found = _loads(pair[1])
+                    found = json_loads(pair[1])
                 except (TypeError, ValueError, RecursionError):
                     continue
                 if isinstance(found, dict):

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 import httpx
 
 from unimailtrack._http import parse_retry_after
+from unimailtrack._json import loads as json_loads
 from unimailtrack.adapters import _sns
 from unimailtrack.adapters._sns import CertificateLoader, SnsSigner, SnsVerifier
 from unimailtrack.adapters.base import (
@@ -798,23 +799,9 @@ class SESAdapter(Adapter):
 # --------------------------------------------------------------------------- parsing
 
 
-def _json_loads() -> Callable[[str | bytes], Any]:
-    """orjson's decoder when installed (``unimailtrack[fast]``): an SNS notification is decoded
-    twice (the envelope, then the SES event in its ``Message``), and orjson does each in a third
-    of the standard library's time."""
-    try:
-        from orjson import loads
-    except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
-        return json.loads
-    return loads
-
-
-_loads: Final = _json_loads()
-
-
 def _load(text: str | bytes, what: str) -> Any:
     try:
-        return _loads(text)
+        return json_loads(text)
     except (ValueError, UnicodeDecodeError):  # orjson's JSONDecodeError is a ValueError
         raise PayloadError(f"{what} is not JSON", provider=PROVIDER) from None
 

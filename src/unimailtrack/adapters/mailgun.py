@@ -62,6 +62,7 @@ from unimailtrack.model import (
     EmailEvent,
     EventType,
     RecipientResult,
+    make_event,
 )
 
 __all__ = [
@@ -921,25 +922,25 @@ def event_from(data: dict[str, Any]) -> EmailEvent:
 
     metadata, tracking_id = _variables(get("user-variables"))
     message_id = _optional_text(headers.get("message-id"), _MESSAGE_ID_PATH)
-    return EmailEvent(
-        provider=PROVIDER,
-        type=event_type,
-        provider_event=name,
-        recipient=recipient,
-        event_id=event_id,
-        timestamp=timestamp,
-        message_id=bare_message_id(message_id) if message_id else None,
-        tracking_id=tracking_id,
-        reason=reason,
-        bounce=bounce,
-        smtp_status=smtp_status,
-        attempt=attempt,
-        url=url,
-        user_agent=user_agent,
-        machine=machine,
-        tags=_string_list(get("tags"), "event-data.tags"),
-        metadata=metadata,
-        raw=data,
+    return make_event(
+        PROVIDER,
+        event_type,
+        name,
+        recipient,
+        event_id,
+        timestamp,
+        bare_message_id(message_id) if message_id else None,
+        tracking_id,
+        reason,
+        bounce,
+        smtp_status,
+        attempt,
+        url,
+        user_agent,
+        machine,
+        _string_list(get("tags"), "event-data.tags"),
+        metadata,
+        data,
     )
 
 

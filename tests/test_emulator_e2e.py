@@ -36,8 +36,8 @@ GUESTS = (*(f"{name}@example.com" for name in SCENARIOS), "ann@example.com")
 BOUNCES: Mapping[str, Mapping[str, BounceKind]] = {
     "sendgrid": {
         "bounce": BounceKind.HARD,
-        # SendGrid reports a final mailbox-full as a bounce and suppresses it itself.
-        "soft-bounce": BounceKind.HARD,
+        # SendGrid reports a final mailbox-full as type=bounce; its 5.2.2 status makes it soft.
+        "soft-bounce": BounceKind.SOFT,
         "blocked": BounceKind.BLOCK,
     },
     "mailgun": {

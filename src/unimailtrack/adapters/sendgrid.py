@@ -137,9 +137,23 @@ BOUNCE_KINDS: Final[Mapping[str, BounceKind]] = MappingProxyType(
 """A ``bounce`` event's ``type``: ``bounce`` is the address, ``blocked`` is the sender's
 reputation or the receiver's policy (never a reason to suppress the address)."""
 
+CLASSIFIED_KINDS: Final[Mapping[str, BounceKind]] = MappingProxyType(
+    {
+        "Reputation": BounceKind.BLOCK,
+        "Content": BounceKind.BLOCK,
+        "Frequency or Volume Too High": BounceKind.BLOCK,
+        "Technical": BounceKind.UNDETERMINED,
+    }
+)
+"""``bounce_classification`` values that overrule ``type=bounce``: SendGrid reports a refusal
+for the sender's reputation, the content or the sending rate as a bounce, yet the address is
+fine, and a technical failure of the receiving server says nothing about the address either.
+"Invalid Address", "Mailbox Unavailable" and "Unclassified" leave ``type`` to decide."""
+
 # Plain dicts for the parser: a mappingproxy's get() costs three times a dict's.
 _EVENT_TYPES: Final = dict(EVENT_TYPES)
 _BOUNCE_KINDS: Final = dict(BOUNCE_KINDS)
+_CLASSIFIED_KINDS: Final = dict(CLASSIFIED_KINDS)
 _UNKNOWN: Final = EventType.UNKNOWN
 _BOUNCED: Final = EventType.BOUNCED
 _OPENED: Final = EventType.OPENED
@@ -473,9 +487,21 @@ def _tags(value: Any) -> list[str]:
     return [value] if type(value) is str else []
 
 
-def _bounce_kind(value: Any) -> BounceKind:
+def _bounce_kind(item: dict[str, Any]) -> BounceKind:
+    """``type`` decides, refined by what says the address is not at fault: a classification
+    (reputation, content, rate, technical) or an RFC 3463 status of a full mailbox (x.2.2) or
+    a transient class (4.x.x), which make a bounce soft."""
+    value = item.get("type")
     kind = _BOUNCE_KINDS.get(value) if type(value) is str else None
-    return kind or BounceKind.UNDETERMINED
+    if kind is not BounceKind.HARD:
+        return kind or BounceKind.UNDETERMINED
+    classification = item.get("bounce_classification")
+    if type(classification) is str and classification in _CLASSIFIED_KINDS:
+        return _CLASSIFIED_KINDS[classification]
+    status = item.get("status")
+    if type(status) is str and (status.startswith("4.") or status[1:] == ".2.2"):
+        return BounceKind.SOFT
+    return kind
 
 
 def _canonical(item: Any) -> str:
@@ -562,7 +588,7 @@ def _map_event(item: Any, times: dict[int, datetime]) -> EmailEvent:
         message_id if message_id is None or type(message_id) is str else None,
         tracking_id if tracking_id is None or type(tracking_id) is str else None,
         reason,
-        _bounce_kind(item.get("type")) if event_type is _BOUNCED else None,
+        _bounce_kind(item) if event_type is _BOUNCED else None,
         status if status is None or type(status) is str else _text(status),
         attempt if attempt is None or type(attempt) is int else _whole_number(attempt),
         url if url is None or type(url) is str else _text(url),

@@ -45,8 +45,13 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[all,dev,bench]'
 	touch $@
 
+# Every figure is a ratio to a reference measured in the same run; see each script's docstring.
 bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/import_time.py
 	$(BENCH_VENV)/bin/python bench/parse.py
+	$(BENCH_VENV)/bin/python bench/send.py
+	$(BENCH_VENV)/bin/python bench/webhook.py
+	$(BENCH_VENV)/bin/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -35,6 +35,8 @@ def database() -> Iterator[str]:
     try:
         psycopg.connect(POSTGRES_URL, connect_timeout=3).close()
     except psycopg.Error as exc:
+        if os.environ.get("UNIMAILTRACK_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required but {POSTGRES_URL} does not answer: {exc}")
         pytest.skip(f"SKIPPED POSTGRESQL TESTS: no server at {POSTGRES_URL} ({exc})")
     schema = f"web_{secrets.token_hex(6)}"
     try:

@@ -25,6 +25,7 @@ from unimailtrack.errors import (
     RecipientSuppressed,
     SendError,
     SignatureError,
+    StoreError,
     UnimailtrackError,
     WebhookError,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "SendError",
     "SendResult",
     "SignatureError",
+    "StoreError",
     "Suppression",
     "Tracker",
     "UnimailtrackError",

@@ -16,9 +16,10 @@ all. The tree::
     │   ├── ProviderUnavailable     5xx, timeouts, connection errors; retryable
     │   ├── RecipientSuppressed     the address is on the suppression list
     │   └── AllProvidersFailed      every configured provider failed
-    └── WebhookError                a webhook request cannot be trusted or read
-        ├── SignatureError          not authentic, not fresh, or replayed
-        └── PayloadError            the body cannot be read
+    ├── WebhookError                a webhook request cannot be trusted or read
+    │   ├── SignatureError          not authentic, not fresh, or replayed
+    │   └── PayloadError            the body cannot be read
+    └── StoreError                  the tracking store could not complete an operation
 
 Every error carries ``provider`` (which adapter raised it), ``status`` (the HTTP status, when
 there was a response) and ``detail`` (the provider's own error text), and its message says
@@ -47,6 +48,7 @@ __all__ = [
     "RecipientSuppressed",
     "SendError",
     "SignatureError",
+    "StoreError",
     "UnimailtrackError",
     "WebhookError",
 ]
@@ -239,3 +241,11 @@ class SignatureError(WebhookError):
 
 class PayloadError(WebhookError):
     """The webhook body cannot be read as a whole (not JSON, wrong shape, missing a field)."""
+
+
+class StoreError(UnimailtrackError):
+    """The tracking store could not complete an operation, and nothing of it was written.
+
+    Usually the database is unreachable, full or locked for too long. The operation can be
+    retried as a whole; a webhook receiver answers 5xx so that the provider retries.
+    """

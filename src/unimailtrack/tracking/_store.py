@@ -28,7 +28,7 @@ from functools import cache
 from itertools import chain
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from unimailtrack.errors import UnimailtrackError
+from unimailtrack.errors import StoreError
 from unimailtrack.tracking._records import StateChange
 
 __all__ = [
@@ -52,14 +52,6 @@ log = logging.getLogger("unimailtrack.tracking")
 
 Rows = list[tuple[Any, ...]]
 Params = Mapping[str, Any] | Sequence[Any]
-
-
-class StoreError(UnimailtrackError):
-    """The tracking store could not complete an operation, and nothing of it was written.
-
-    Usually the database is unreachable, full or locked for too long. The operation can be
-    retried as a whole; a webhook receiver answers 5xx so that the provider retries.
-    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from tracking_support import T0, Store, event
@@ -285,3 +288,42 @@ def test_an_unknown_event_does_not_hide_the_send_outcome(tracker: Tracker) -> No
     tracker.ingest([event(EventType.UNKNOWN, at=5, reason="new provider event")])
     assert tracker.history("ada@example.com")[0].status is DeliveryStatus.ACCEPTED
     assert tracker.state("t1").status is DeliveryStatus.UNKNOWN
+
+
+def test_a_batch_of_new_and_stored_events_reports_only_the_new(tracker: Tracker) -> None:
+    stored = [event("processed", at=1), event("delivered", at=2)]
+    tracker.ingest(stored)
+    opened = event("opened", at=3, user_agent="Mail")
+    result = tracker.ingest([*stored, opened])
+    assert (result.new, result.duplicates) == (1, 2)
+    assert [c.event_id for c in result.changes] == [opened.event_id]
+    assert tracker.state("t1").opens == 1
+    assert tracker.timeline("t1") == [*stored, opened]
+
+
+def test_empty_fields_are_stored_as_null_whatever_float_adapter_is_registered(
+    tmp_path: Path,
+) -> None:
+    # Registering an adapter for float changes how the sqlite3 module binds every value for
+    # the rest of the process, hence a process of its own.
+    script = f"""
+import sqlite3, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from tracking_support import event
+from unimailtrack.tracking import Tracker
+
+for name in ("plain", "adapted"):
+    if name == "adapted":
+        sqlite3.register_adapter(float, repr)
+    with Tracker.open("sqlite:///{tmp_path / "adapted.sqlite3"}") as tracker:
+        tracker.ingest([event("delivered", name)])
+        assert tracker.timeline(name)[0].reason is None
+conn = sqlite3.connect("{tmp_path / "adapted.sqlite3"}")
+print(conn.execute("SELECT typeof(reason), typeof(url) FROM events").fetchall())
+conn.close()
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[('null', 'null'), ('null', 'null')]"

@@ -38,6 +38,7 @@ from unimailtrack.tracking._store import (
     ProgramFactory,
     Query,
     Rows,
+    Statement,
     Step,
     Store,
     StoreError,
@@ -99,12 +100,15 @@ class PostgresDialect(Dialect):
         self.channel = channel
         self.origin = origin
 
-    def statements(self, step: Query | Write) -> list[tuple[str, Params]]:
+    def statements(self, step: Statement) -> list[tuple[str, Params]]:
         """A ``Write`` goes as one statement whatever its size: one binary array per column,
         unnested in the order given. (A multi-row VALUES statement is re-parsed by the
-        driver on every call, which costs more than the insert.)"""
+        driver on every call, which costs more than the insert.) ``InsertNew`` and
+        ``Upsert`` are that statement with ``RETURNING``."""
         if isinstance(step, Query):
             return super().statements(step)
+        if not isinstance(step, Write):
+            step = step.returning()
         if not step.rows:
             return []
         columns = [list(column) for column in zip(*step.rows, strict=True)]

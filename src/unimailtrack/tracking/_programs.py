@@ -53,7 +53,7 @@ from unimailtrack.tracking._records import (
     to_micros,
 )
 from unimailtrack.tracking._schema import SEEN_BITS
-from unimailtrack.tracking._store import Emit, Program, Query, Write
+from unimailtrack.tracking._store import Emit, InsertNew, Program, Query, Upsert, Write
 
 __all__ = [
     "BADGE_SQL",
@@ -142,14 +142,6 @@ def _loads(text: str | None, empty: Any) -> Any:
     return empty if text is None else json.loads(text)
 
 
-def _suppresses(event: EmailEvent) -> bool:
-    """Hard bounces, complaints and unsubscribes; soft, block and undetermined never."""
-    kind = event.type
-    if kind is EventType.BOUNCED:
-        return event.bounce is BounceKind.HARD
-    return kind is EventType.COMPLAINED or kind is EventType.UNSUBSCRIBED
-
-
 # --------------------------------------------------------------------------- events
 
 _EVENT_COLUMNS = (
@@ -158,7 +150,6 @@ _EVENT_COLUMNS = (
     "user_agent, machine, tags, metadata, raw, received_at_us"
 )
 _EVENT_INSERT = f"INSERT INTO events ({_EVENT_COLUMNS})"
-_EVENT_INSERT_TAIL = "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 _EVENT_SELECT = (
     "event_id, provider, type, provider_event, recipient, message_id, tracking_id, "
     "timestamp_us, rank, reason, bounce, smtp_status, attempt, url, user_agent, machine, "
@@ -166,6 +157,21 @@ _EVENT_SELECT = (
 )
 _TIMELINE_ORDER = "ORDER BY timestamp_us, rank, event_id"
 """The order ``fold`` lists a timeline in: time, then precedence, then id."""
+
+EventRow = tuple[Any, ...]
+"""An event as its row in ``events`` (``_EVENT_COLUMNS``): what ingestion works with from
+parsing to the database, so that no other object is built per event."""
+
+_EVENT_ID, _PROVIDER, _TYPE, _RECIPIENT, _RECIPIENT_KEY = 0, 1, 2, 4, 5
+_MESSAGE_KEY, _TRACKING_ID, _TIMESTAMP, _RANK, _REASON, _BOUNCE, _SMTP_STATUS = (
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+)
 
 
 def _message_key_function(provider: str) -> Callable[[str], str]:
@@ -177,83 +183,90 @@ def _message_key_function(provider: str) -> Callable[[str], str]:
         return str
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One event on its way in: its row in ``events`` (with the tracking id it carries), its
-    precedence and its ``seen`` bit. ``link`` is the key to find its send by, when it names
-    no tracking id itself."""
-
-    event: EmailEvent
-    timestamp_us: int
-    precedence: tuple[int, int, str]
-    bit: int
-    link: LinkKey | None
-    row: tuple[Any, ...]
-
-    def placed_row(self, tracking_id: str | None) -> tuple[Any, ...]:
-        if tracking_id == self.event.tracking_id:
-            return self.row
-        return (*self.row[:_TRACKING_ID_COLUMN], tracking_id, *self.row[_TRACKING_ID_COLUMN + 1 :])
-
-
-_TRACKING_ID_COLUMN = 9
-
-
-_KINDS: Mapping[EventType, tuple[str, int, int]] = {
-    kind: (kind.value, RANK[kind], SEEN_BITS[kind]) for kind in EventType
-}
-"""Each event type's stored name, precedence rank and ``seen`` bit, looked up once."""
+_KINDS: Mapping[EventType, tuple[str, int]] = {kind: (kind.value, RANK[kind]) for kind in EventType}
+"""Each event type's stored name and precedence rank, looked up once."""
+_BITS: Mapping[str, int] = {kind.value: bit for kind, bit in SEEN_BITS.items()}
+"""The ``seen`` bit of each stored event type."""
 _BOUNCES: Mapping[BounceKind | None, str | None] = {None: None} | {b: b.value for b in BounceKind}
+_EPOCH = from_micros(0)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def _entry(
-    event: EmailEvent, message_key: str | None, recipient_key: str, received_at_us: int
-) -> Entry:
-    timestamp_us = to_micros(event.timestamp)
-    kind, rank, bit = _KINDS[event.type]
-    tracking_id = event.tracking_id
-    link = None
-    if tracking_id is None and message_key is not None and recipient_key:
-        link = (event.provider, message_key, recipient_key)
-    tags, metadata = event.tags, event.metadata
-    row = (
-        event.event_id,
-        event.provider,
-        kind,
-        event.provider_event,
-        event.recipient,
-        recipient_key,
-        recipient_key.rpartition("@")[2],
-        event.message_id,
-        message_key,
-        tracking_id,
-        timestamp_us,
-        rank,
-        event.reason,
-        _BOUNCES[event.bounce],
-        event.smtp_status,
-        event.attempt,
-        event.url,
-        event.user_agent,
-        event.machine,
-        dumps(tags) if tags else None,
-        dumps(metadata) if metadata else None,
-        dumps(event.raw),
-        received_at_us,
-    )
-    return Entry(event, timestamp_us, (rank, timestamp_us, event.event_id), bit, link, row)
+def event_rows(events: Iterable[EmailEvent], received_at_us: int) -> list[EventRow]:
+    """The rows of ``events``: keys, rank, time and JSON computed once per event. The hot
+    path of ingestion: one tuple per event, keys looked up once per recipient."""
+    key_functions: dict[str, Callable[[str], str]] = {}
+    recipient_keys: dict[str, tuple[str, str]] = {}
+    rows: list[EventRow] = []
+    append = rows.append
+    for event in events:
+        recipient = event.recipient
+        keys = recipient_keys.get(recipient)
+        if keys is None:
+            key = dedupe_key(recipient) if recipient else ""
+            keys = recipient_keys[recipient] = (key, key.rpartition("@")[2])
+        message_id = event.message_id
+        message_key = None
+        if message_id is not None:
+            key_of = key_functions.get(event.provider)
+            if key_of is None:
+                key_of = key_functions[event.provider] = _message_key_function(event.provider)
+            message_key = key_of(message_id)
+        kind, rank = _KINDS[event.type]
+        tags, metadata = event.tags, event.metadata
+        append(
+            (
+                event.event_id,
+                event.provider,
+                kind,
+                event.provider_event,
+                recipient,
+                keys[0],
+                keys[1],
+                message_id,
+                message_key,
+                event.tracking_id,
+                (event.timestamp - _EPOCH) // _MICROSECOND,
+                rank,
+                event.reason,
+                _BOUNCES[event.bounce],
+                event.smtp_status,
+                event.attempt,
+                event.url,
+                event.user_agent,
+                event.machine,
+                dumps(tags) if tags else None,
+                dumps(metadata) if metadata else None,
+                dumps(event.raw),
+                received_at_us,
+            )
+        )
+    return rows
 
 
-Placed = tuple[Entry, str | None]
-"""An entry and the tracking id it belongs to, once known."""
+def _link(row: EventRow) -> LinkKey | None:
+    """How an event row that names no send finds it: provider, message key, recipient."""
+    if row[_TRACKING_ID] is None and row[_MESSAGE_KEY] is not None and row[_RECIPIENT_KEY]:
+        return (row[_PROVIDER], row[_MESSAGE_KEY], row[_RECIPIENT_KEY])
+    return None
+
+
+def _placed(row: EventRow, found: Mapping[LinkKey, str]) -> EventRow:
+    """``row`` with the tracking id its link found, if any."""
+    link = _link(row)
+    tracking_id = found.get(link) if link is not None else None
+    if tracking_id is None:
+        return row
+    return (*row[:_TRACKING_ID], tracking_id, *row[_TRACKING_ID + 1 :])
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A batch of events ready to store: unique by event id, in event id order, with the
-    state contributions they make if all of them are new (the common case)."""
+    """A batch of events ready to store: their rows, unique by event id and in event id
+    order, with the state contributions they make if all of them are new (the common
+    case)."""
 
-    entries: tuple[Entry, ...]
+    rows: tuple[EventRow, ...]
     received: int
     links: tuple[LinkKey, ...]
     partials: Mapping[str, _Partial]
@@ -263,27 +276,15 @@ class Batch:
 def prepare(events: Iterable[EmailEvent], received_at_us: int) -> Batch:
     """Everything about a batch that needs no database (keys, ranks, times, rows, JSON),
     done before the transaction so that it holds its locks the shortest time. Plain
-    dataclasses, no validation: this is the hot path."""
+    tuples, no validation: this is the hot path."""
     unique: dict[str, EmailEvent] = {}
     received = 0
     for event in events:
         received += 1
         unique.setdefault(event.event_id, event)
-    key_functions: dict[str, Callable[[str], str]] = {}
-    entries: list[Entry] = []
-    for event_id in sorted(unique):
-        event = unique[event_id]
-        message_key = None
-        if event.message_id is not None:
-            key_of = key_functions.get(event.provider)
-            if key_of is None:
-                key_of = key_functions[event.provider] = _message_key_function(event.provider)
-            message_key = key_of(event.message_id)
-        recipient_key = dedupe_key(event.recipient) if event.recipient else ""
-        entries.append(_entry(event, message_key, recipient_key, received_at_us))
-    links = sorted({entry.link for entry in entries if entry.link is not None})
-    partials = _partials((entry, entry.event.tracking_id) for entry in entries)
-    return Batch(tuple(entries), received, tuple(links), partials, received_at_us)
+    rows = event_rows([unique[event_id] for event_id in sorted(unique)], received_at_us)
+    links = sorted({link for link in map(_link, rows) if link is not None})
+    return Batch(tuple(rows), received, tuple(links), _partials(rows), received_at_us)
 
 
 def event_from_row(row: Sequence[Any]) -> EmailEvent:
@@ -309,11 +310,6 @@ def event_from_row(row: Sequence[Any]) -> EmailEvent:
     )
 
 
-def _placed_from_row(row: Sequence[Any]) -> Placed:
-    event = event_from_row(row)
-    return _entry(event, None, dedupe_key(event.recipient), 0), event.tracking_id
-
-
 _LINK_WAIT = "INSERT INTO links (provider, message_key, recipient_key, tracking_id, orphans)"
 _LINK_WAIT_TAIL = (
     "ON CONFLICT (provider, message_key, recipient_key) DO UPDATE SET orphans = links.orphans "
@@ -324,27 +320,26 @@ _LINK_WAIT_TAIL = (
 
 def ingest(batch: Batch) -> Program[IngestResult]:
     """Store a batch of events and fold the new ones into their states (one transaction)."""
+    rows: Sequence[EventRow] = batch.rows
     found: dict[LinkKey, str] = {}
     if batch.links:
-        rows = yield Write(_LINK_WAIT, [(*key, None, True) for key in batch.links], _LINK_WAIT_TAIL)
-        found = {(p, m, r): t for p, m, r, t in rows if t is not None}
-    placed: list[Placed] = [
-        (entry, found.get(entry.link) if entry.link else entry.event.tracking_id)
-        for entry in batch.entries
-    ]
-    inserted = yield Write(
-        _EVENT_INSERT, [entry.placed_row(tid) for entry, tid in placed], _EVENT_INSERT_TAIL
-    )
-    new_ids = {row[0] for row in inserted}
-    if len(new_ids) == len(placed) and not found:
-        fresh, partials = placed, batch.partials
+        linked = yield Write(
+            _LINK_WAIT, [(*key, None, True) for key in batch.links], _LINK_WAIT_TAIL
+        )
+        found = {(p, m, r): t for p, m, r, t in linked if t is not None}
+        if found:
+            rows = [_placed(row, found) for row in rows]
+    inserted = yield InsertNew(_EVENT_INSERT, rows)
+    if len(inserted) == len(rows) and not found:
+        fresh, partials = rows, batch.partials
     else:
-        fresh = [item for item in placed if item[0].event.event_id in new_ids]
+        new_ids = {row[0] for row in inserted}
+        fresh = [row for row in rows if row[_EVENT_ID] in new_ids]
         partials = _partials(fresh)
     changes = yield from _fold_in(partials, batch.received_at_us)
     yield from _suppress(fresh)
     return IngestResult(
-        new=len(new_ids), duplicates=batch.received - len(new_ids), changes=tuple(changes)
+        new=len(inserted), duplicates=batch.received - len(inserted), changes=tuple(changes)
     )
 
 
@@ -355,46 +350,40 @@ _OPENED_BIT = SEEN_BITS[EventType.OPENED]
 _CLICKED_BIT = SEEN_BITS[EventType.CLICKED]
 
 
-@dataclass(slots=True)
 class _Partial:
     """What a set of new events adds to one state: the best of them and the aggregates."""
 
-    best: Entry
-    seen: int = 0
-    opens: int = 0
-    clicks: int = 0
-    first_delivered: int | None = None
-    first_opened: int | None = None
-    first_clicked: int | None = None
+    __slots__ = (
+        "best",
+        "clicks",
+        "first_clicked",
+        "first_delivered",
+        "first_opened",
+        "opens",
+        "seen",
+    )
 
-    def add(self, entry: Entry) -> None:
-        if entry.precedence > self.best.precedence:
-            self.best = entry
-        at, bit = entry.timestamp_us, entry.bit
-        self.seen |= bit
-        if bit & _ARRIVED_BITS:
-            self.first_delivered = _earliest(self.first_delivered, at)
-            if bit == _OPENED_BIT:
-                self.opens += 1
-                self.first_opened = _earliest(self.first_opened, at)
-            elif bit == _CLICKED_BIT:
-                self.clicks += 1
-                self.first_clicked = _earliest(self.first_clicked, at)
+    def __init__(self, best: EventRow) -> None:
+        self.best = best
+        self.seen = 0
+        self.opens = 0
+        self.clicks = 0
+        self.first_delivered: int | None = None
+        self.first_opened: int | None = None
+        self.first_clicked: int | None = None
 
     def row(self, tracking_id: str, now_us: int) -> tuple[Any, ...]:
         best = self.best
-        event = best.event
-        rank, decided_at_us, event_id = best.precedence
         return (
             tracking_id,
-            event.recipient,
-            event.type.value,
-            event.reason,
-            None if event.bounce is None else event.bounce.value,
-            event.smtp_status,
-            rank,
-            decided_at_us,
-            event_id,
+            best[_RECIPIENT],
+            best[_TYPE],
+            best[_REASON],
+            best[_BOUNCE],
+            best[_SMTP_STATUS],
+            best[_RANK],
+            best[_TIMESTAMP],
+            best[_EVENT_ID],
             self.seen,
             self.opens,
             self.clicks,
@@ -405,17 +394,37 @@ class _Partial:
         )
 
 
-def _partials(placed: Iterable[Placed]) -> dict[str, _Partial]:
-    """The state contribution of each message among ``placed`` (events about no recipient,
-    or about no known message, contribute nothing)."""
+def _partials(rows: Iterable[EventRow]) -> dict[str, _Partial]:
+    """The state contribution of each message among ``rows`` (events about no recipient,
+    or about no known message, contribute nothing): the best by (rank, time, event id),
+    the ``seen`` bits, the counts and the first times."""
     partials: dict[str, _Partial] = {}
-    for entry, tracking_id in placed:
-        if tracking_id is None or not entry.event.recipient:
+    for row in rows:
+        tracking_id = row[_TRACKING_ID]
+        if tracking_id is None or not row[_RECIPIENT]:
             continue
         partial = partials.get(tracking_id)
         if partial is None:
-            partial = partials[tracking_id] = _Partial(entry)
-        partial.add(entry)
+            partial = partials[tracking_id] = _Partial(row)
+        else:
+            best = partial.best
+            if (row[_RANK], row[_TIMESTAMP], row[_EVENT_ID]) > (
+                best[_RANK],
+                best[_TIMESTAMP],
+                best[_EVENT_ID],
+            ):
+                partial.best = row
+        bit = _BITS[row[_TYPE]]
+        partial.seen |= bit
+        if bit & _ARRIVED_BITS:
+            at = row[_TIMESTAMP]
+            partial.first_delivered = _earliest(partial.first_delivered, at)
+            if bit == _OPENED_BIT:
+                partial.opens += 1
+                partial.first_opened = _earliest(partial.first_opened, at)
+            elif bit == _CLICKED_BIT:
+                partial.clicks += 1
+                partial.first_clicked = _earliest(partial.first_clicked, at)
     return partials
 
 
@@ -457,32 +466,39 @@ _STATE_UPSERT = (
     )
     + ", updated_at_us = excluded.updated_at_us"
     ", recipient = COALESCE(messages.recipient, excluded.recipient)"
-    " RETURNING tracking_id, event_id, previous_status, status, reason, decided_at_us, "
-    "recipient, bulk_id, send_status"
 )
-"""The state upsert: the database keeps whichever decider ranks higher (rank, time, id)."""
+"""The state upsert: the database keeps whichever decider ranks higher (rank, time, id).
+It always updates, and sets ``previous_status``, so that the row as written says whether the
+new events decide it now and what the badge was before."""
+_STATE_WRITTEN = (
+    "tracking_id, event_id, previous_status, status, reason, decided_at_us, recipient, "
+    "bulk_id, send_status"
+)
+
+_STATUSES: Mapping[str, DeliveryStatus] = {status.value: status for status in DeliveryStatus}
 
 
 def badge(status: str | None, send_status: str | None) -> DeliveryStatus | None:
     """The badge a row shows: its folded status, or the send's own outcome while no event
     above ``unknown`` has arrived. ``BADGE_SQL`` is the same rule in SQL."""
-    if (status is None or status == EventType.UNKNOWN) and send_status is not None:
-        return DeliveryStatus(send_status)
-    return None if status is None else DeliveryStatus(status)
+    if (status is None or status == "unknown") and send_status is not None:
+        return _STATUSES[send_status]
+    return None if status is None else _STATUSES[status]
 
 
 def _fold_in(partials: Mapping[str, _Partial], now_us: int) -> Program[list[StateChange]]:
     """Fold newly stored events into their states; the changes they caused."""
     if not partials:
         return []
-    rows = yield Write(
+    written = yield Upsert(
         _STATE_INSERT,
         [partials[tid].row(tid, now_us) for tid in sorted(partials)],
         _STATE_UPSERT,
+        _STATE_WRITTEN,
     )
     changes: list[StateChange] = []
-    for tid, event_id, previous, status, reason, decided, recipient, bulk_id, sent in rows:
-        if event_id != partials[tid].best.precedence[2]:
+    for tid, event_id, previous, status, reason, decided, recipient, bulk_id, sent in written:
+        if event_id != partials[tid].best[_EVENT_ID]:
             continue  # a stored event still decides: nothing changed
         now = badge(status, sent)
         assert now is not None  # the row has a decider
@@ -521,26 +537,34 @@ _SUPPRESSION_EARLIEST = (
 """An address stays suppressed since the earliest event that suppressed it, whatever order
 the events arrive in."""
 
+_SUPPRESSING = frozenset({EventType.COMPLAINED.value, EventType.UNSUBSCRIBED.value})
+"""Besides hard bounces: what suppresses an address. Soft, block and undetermined bounces
+never do."""
+_BOUNCED, _HARD = EventType.BOUNCED.value, BounceKind.HARD.value
 
-def _suppress(fresh: Sequence[Placed]) -> Program[None]:
+
+def _suppress(fresh: Iterable[EventRow]) -> Program[None]:
     chosen: dict[str, tuple[Any, ...]] = {}
-    for entry, tracking_id in fresh:
-        event = entry.event
-        if not event.recipient or not _suppresses(event):
+    for row in fresh:
+        kind = row[_TYPE]
+        if not (kind in _SUPPRESSING or (kind == _BOUNCED and row[_BOUNCE] == _HARD)):
             continue
-        key = suppression_key(event.recipient)
-        row = (
+        recipient = row[_RECIPIENT]
+        if not recipient:
+            continue
+        key = suppression_key(recipient)
+        entry = (
             key,
-            event.recipient,
-            event.reason,
-            event.type.value,
-            entry.timestamp_us,
-            event.event_id,
-            tracking_id,
+            recipient,
+            row[_REASON],
+            kind,
+            row[_TIMESTAMP],
+            row[_EVENT_ID],
+            row[_TRACKING_ID],
         )
         current = chosen.get(key)
-        if current is None or (row[4], row[5]) < (current[4], current[5]):
-            chosen[key] = row
+        if current is None or (entry[4], entry[5]) < (current[4], current[5]):
+            chosen[key] = entry
     if chosen:
         yield Write(_SUPPRESSION_INSERT, [chosen[k] for k in sorted(chosen)], _SUPPRESSION_EARLIEST)
 
@@ -638,8 +662,9 @@ _LINK_SEND_TAIL = (
 _ATTACH_WAITING = (
     "UPDATE events SET tracking_id = :tracking_id WHERE tracking_id IS NULL "
     "AND provider = :provider AND message_key = :message_key AND recipient_key = :recipient_key "
-    f"RETURNING {_EVENT_SELECT}"
+    f"RETURNING {_EVENT_COLUMNS}"
 )
+"""Attach the events that waited for a send; they come back as event rows, to fold in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -698,7 +723,7 @@ def record_send(rows: SendRows, now_us: int) -> Program[list[StateChange]]:
     if rows.links:
         linked = yield Write(_LINK_SEND, rows.links, _LINK_SEND_TAIL)
         waiting = {tid for tid, orphans in linked if orphans}
-    fresh: list[Placed] = []
+    fresh: list[EventRow] = []
     for provider, message_key, recipient_key, tracking_id in rows.links:
         if tracking_id not in waiting:
             continue
@@ -711,7 +736,7 @@ def record_send(rows: SendRows, now_us: int) -> Program[list[StateChange]]:
                 "recipient_key": recipient_key,
             },
         )
-        fresh.extend(_placed_from_row(row) for row in attached)
+        fresh.extend(attached)
     yield Write(_SEND_INSERT, rows.messages, _SEND_UPSERT)
     return (yield from _fold_in(_partials(fresh), now_us))
 

@@ -12,6 +12,14 @@ The SQL is written once, with ``?`` for positional and ``:name`` for named param
 :class:`Write` into multi-row ``INSERT`` statements sized to the driver's parameter limit, and
 turns an :class:`Emit` into whatever the backend does to tell other processes (PostgreSQL:
 ``NOTIFY``; SQLite: nothing, changes stay in the process).
+
+Two writes say what they want back rather than how to get it: :class:`InsertNew` (the rows
+that were not stored yet) and :class:`Upsert` (the rows as written). Both are ``...
+RETURNING`` by default, which is what PostgreSQL runs. SQLite runs ``RETURNING`` as a trigger
+program per row, which costs about as much as the insert itself, so its dialect finds the
+answer otherwise: it counts the rows an insert added (all of them, usually) and reads an
+upsert's rows back by their keys. That is exact because an SQLite write transaction is alone
+from its first statement.
 """
 
 from __future__ import annotations
@@ -34,15 +42,19 @@ from unimailtrack.tracking._records import StateChange
 __all__ = [
     "Dialect",
     "Emit",
+    "InsertNew",
     "Program",
     "ProgramFactory",
     "Query",
     "Rows",
+    "Statement",
     "Store",
     "StoreError",
+    "Upsert",
     "Write",
     "adrive",
     "drive",
+    "table_and_key",
 ]
 
 T = TypeVar("T")
@@ -73,6 +85,45 @@ class Write:
     tail: str = ""
 
 
+_HEAD = re.compile(r"INSERT INTO (\w+) \((\w+)(?:, \w+)*\)")
+
+
+def table_and_key(head: str) -> tuple[str, str]:
+    """The table and the first column (the conflict key) of ``INSERT INTO table (...)``."""
+    found = _HEAD.fullmatch(head)
+    assert found is not None, head
+    return found[1], found[2]
+
+
+@dataclass(frozen=True, slots=True)
+class InsertNew:
+    """Rows for ``head`` (``INSERT INTO table (key, ...)``) of which only those whose key is
+    not stored yet are inserted, in the order given; the reply has one row, key first, for
+    each row inserted (only its key is to be read). The keys of ``rows`` are unique."""
+
+    head: str
+    rows: Sequence[tuple[Any, ...]]
+
+    def returning(self) -> Write:
+        key = table_and_key(self.head)[1]
+        return Write(self.head, self.rows, f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}")
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Rows for ``head`` (``INSERT INTO table (key, ...)``), each inserted or, through
+    ``tail`` (an ``ON CONFLICT (key) DO UPDATE`` without a ``WHERE``), updated; the reply is
+    the ``columns`` of every row as written. The keys of ``rows`` are unique."""
+
+    head: str
+    rows: Sequence[Sequence[Any]]
+    tail: str
+    columns: str
+
+    def returning(self) -> Write:
+        return Write(self.head, self.rows, f"{self.tail} RETURNING {self.columns}")
+
+
 @dataclass(frozen=True, slots=True)
 class Emit:
     """State changes to publish once the transaction commits."""
@@ -80,12 +131,13 @@ class Emit:
     changes: Sequence[StateChange]
 
 
-Step = Query | Write | Emit
+Step = Query | Write | InsertNew | Upsert | Emit
+Statement = Query | Write | InsertNew | Upsert
 Program = Generator[Step, Rows, T]
 ProgramFactory = Callable[[], Program[T]]
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
-_MAX_ROWS_PER_STATEMENT = 250
+_MAX_ROWS_PER_STATEMENT = 256
 """Larger statements save little and cost more to prepare (measured on SQLite)."""
 
 
@@ -103,24 +155,38 @@ class Dialect:
         """``text`` with its placeholders in the driver's style."""
         return _translate(text, self.positional, self.named)
 
-    def statements(self, step: Query | Write) -> list[tuple[str, Params]]:
+    def statements(self, step: Statement) -> list[tuple[str, Params]]:
         if isinstance(step, Query):
             return [(self.sql(step.sql), step.params)]
+        if not isinstance(step, Write):
+            step = step.returning()
         rows = step.rows
         if not rows:
             return []
         width = len(rows[0])
-        per_statement = max(1, min(_MAX_ROWS_PER_STATEMENT, self.max_params // width))
         result: list[tuple[str, Params]] = []
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
+        start = 0
+        for size in _chunk_sizes(len(rows), min(_MAX_ROWS_PER_STATEMENT, self.max_params // width)):
+            chunk = rows[start : start + size]
+            start += size
             result.append(
                 (
-                    self._write_sql(step.head, step.tail, width, len(chunk)),
-                    list(chain.from_iterable(chunk)),
+                    self._write_sql(step.head, step.tail, width, size),
+                    self._values(chunk),
                 )
             )
         return result
+
+    def run(self, step: Statement, execute: Callable[[str, Params], Rows]) -> Rows:
+        """Run ``step`` through ``execute`` (one statement in, its rows out); the reply."""
+        rows: Rows = []
+        for sql, params in self.statements(step):
+            rows.extend(execute(sql, params))
+        return rows
+
+    def _values(self, rows: Sequence[Sequence[Any]]) -> list[Any]:
+        """The parameters of one multi-row statement: its rows' values in order."""
+        return list(chain.from_iterable(rows))
 
     def _write_sql(self, head: str, tail: str, width: int, count: int) -> str:
         return _write_sql(self.positional, head, tail, width, count)
@@ -132,6 +198,19 @@ class Dialect:
     def ddl(self, text: str) -> str:
         """A schema statement with its column kinds spelled for this backend."""
         return text.format_map(self.types)
+
+
+def _chunk_sizes(count: int, most: int) -> list[int]:
+    """``count`` rows as statements of ``most`` rows, then of powers of two: a handful of
+    statement texts serve every batch size, so that each is prepared once and cached."""
+    most = max(1, most)
+    sizes = [most] * (count // most)
+    rest = count % most
+    while rest:
+        size = 1 << (rest.bit_length() - 1)
+        sizes.append(size)
+        rest -= size
+    return sizes
 
 
 @cache
@@ -161,17 +240,18 @@ class Cursor(Protocol):
 
 def execute_step(cursor: Cursor, dialect: Dialect, step: Step, emitted: list[StateChange]) -> Rows:
     """Run one step on a synchronous cursor; the reply is every row returned."""
+
+    def execute(sql: str, params: Params) -> Rows:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
     if isinstance(step, Emit):
         emitted.extend(step.changes)
-        statements = dialect.emit(step.changes)
-    else:
-        statements = dialect.statements(step)
-    rows: Rows = []
-    for sql, params in statements:
-        cursor.execute(sql, params)
-        if cursor.description is not None:
-            rows.extend(cursor.fetchall())
-    return rows
+        rows: Rows = []
+        for sql, params in dialect.emit(step.changes):
+            rows.extend(execute(sql, params))
+        return rows
+    return dialect.run(step, execute)
 
 
 def drive(program: Program[T], execute: Callable[[Step], Rows]) -> T:

@@ -162,6 +162,25 @@ def test_the_request_is_authenticated_json_for_the_v3_api(api: respx.MockRouter)
     assert request.headers["User-Agent"].startswith("unimailtrack/")
 
 
+def test_the_body_is_the_compact_utf8_json_the_standard_library_writes() -> None:
+    email = full_email(subject='Zo\u00eb\'s "order" \u2028 \U0001f4e6', text="a\tb\x00c")
+    sendgrid = adapter()
+    (call,) = sendgrid.build_calls(email, sendgrid.plan(email))
+
+    body = json.loads(call.request.content)
+    expected = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    assert call.request.content == expected
+    assert call.request.headers["Content-Length"] == str(len(expected))
+
+
+def test_a_body_that_is_not_utf8_fails_as_the_standard_library_fails() -> None:
+    email = full_email(subject="half a surrogate pair \ud800")
+    sendgrid = adapter()
+
+    with pytest.raises(UnicodeEncodeError):
+        sendgrid.build_calls(email, sendgrid.plan(email))
+
+
 def test_tracking_is_on_only_when_the_email_asks(api: respx.MockRouter) -> None:
     route = api.post(SEND_URL).mock(return_value=accepted())
 

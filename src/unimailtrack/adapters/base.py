@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import httpx
@@ -239,6 +240,13 @@ class Adapter(ABC):
     async def _arun(self, call: Call) -> list[RecipientResult]:
         return call.interpret(await self.async_transport.send(call.request))
 
+    async def _attempt(self, call: Call) -> list[RecipientResult] | SendError:
+        """``call`` with retries; the error that ended it is returned, not raised."""
+        try:
+            return await acall_with_retry(self.retry, partial(self._arun, call))
+        except SendError as exc:
+            return exc
+
     def _settle(
         self, call: Call, outcome: list[RecipientResult] | SendError, delivery: Delivery
     ) -> None:
@@ -274,7 +282,7 @@ class Adapter(ABC):
         for call in self.build_calls(email, recipients):
             outcome: list[RecipientResult] | SendError
             try:
-                outcome = call_with_retry(self.retry, lambda c=call: self._run(c))  # type: ignore[misc]
+                outcome = call_with_retry(self.retry, partial(self._run, call))
             except SendError as exc:
                 outcome = exc
             self._settle(call, outcome, delivery)
@@ -287,23 +295,16 @@ class Adapter(ABC):
         if not recipients:
             return delivery
         calls = await self.abuild_calls(email, recipients)
-
-        async def attempt(call: Call) -> list[RecipientResult] | SendError:
-            try:
-                return await acall_with_retry(self.retry, lambda: self._arun(call))
-            except SendError as exc:
-                return exc
-
         if len(calls) == 1:
             # Most sends are one request: awaited directly, it skips the task and the gate,
             # which cost more CPU than building and reading the request.
-            outcomes = [await attempt(calls[0])]
+            outcomes = [await self._attempt(calls[0])]
         else:
             gate = asyncio.Semaphore(self.max_concurrency)
 
             async def run(call: Call) -> list[RecipientResult] | SendError:
                 async with gate:
-                    return await attempt(call)
+                    return await self._attempt(call)
 
             outcomes = await asyncio.gather(*(run(c) for c in calls))
         for call, outcome in zip(calls, outcomes, strict=True):

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from live_server import running
-from unimailtrack import Email, Mailer, SendResult
+from unimailtrack import Email, EmailEvent, EventType, Mailer, SendResult
 from unimailtrack.adapters import MemoryAdapter
 from unimailtrack.tracking import Tracker
 from unimailtrack.web import create_app
@@ -85,6 +85,47 @@ def test_a_send_answers_its_badge_reason_and_timeline(site: Site) -> None:
     timeline = site.api.get(f"/api/sends/{tid(site, 'bob@example.org')}/timeline").json()
     assert [e["type"] for e in timeline] == ["processed", "delivered", "opened", "clicked"]
     assert timeline[-1]["url"] == "https://example.com/rsvp"
+
+
+def test_a_send_answers_its_record(site: Site) -> None:
+    answer = site.api.get(f"/api/sends/{tid(site, 'bob@example.org')}").json()
+    assert answer["send"]["subject"] == "Save the date"
+    assert (answer["send"]["recipient"], answer["send"]["status"]) == ("bob@example.org", "clicked")
+    assert answer["send"]["metadata"] == {"event_id": "gala"}
+
+
+def test_a_send_without_events_yet_answers_its_record_and_an_empty_timeline(site: Site) -> None:
+    newest = site.api.get("/api/recipients/ann@example.com/history", params={"limit": 1}).json()
+    tracking_id = newest["items"][0]["tracking_id"]
+    answer = site.api.get(f"/api/sends/{tracking_id}")
+    assert answer.status_code == 200
+    state = answer.json()
+    assert (state["status"], state["reason"], state["timeline"]) == ("accepted", None, [])
+    assert (state["send"]["subject"], state["send"]["sent_at"]) == (
+        "You're invited",
+        newest["items"][0]["sent_at"],
+    )
+    assert site.api.get(f"/api/sends/{tracking_id}/timeline").json() == []
+
+
+def test_events_without_a_recorded_send_answer_with_no_record(site: Site) -> None:
+    early = "e" * 32
+    site.tracker.ingest(
+        [
+            EmailEvent(
+                provider="memory",
+                type=EventType.DELIVERED,
+                provider_event="delivered",
+                recipient="dee@example.com",
+                event_id="api-early-1",
+                timestamp=datetime.now(UTC),
+                tracking_id=early,
+            )
+        ]
+    )
+    state = site.api.get(f"/api/sends/{early}").json()
+    assert (state["status"], state["send"]) == ("delivered", None)
+    assert [e["type"] for e in state["timeline"]] == ["delivered"]
 
 
 def test_an_unknown_send_is_404(site: Site) -> None:

@@ -222,6 +222,24 @@ def test_replay_feeds_saved_requests_into_the_store_and_the_queries_show_them(
     assert run(capsys, "suppressions", "ann@example.com")[0] == Exit.FAILED
 
 
+def test_the_timeline_of_a_send_without_events_shows_its_record(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    [recipient] = send_invite(capsys, "ann@example.com")["recipients"]
+    code, out, _ = run(capsys, "timeline", recipient["tracking_id"])
+    assert code == Exit.OK
+    status, sent, events = out.splitlines()
+    assert (status, events) == ("status accepted", "no events yet")
+    assert sent.startswith("sent ") and sent.endswith(" to ann@example.com: Spring Gala")
+    code, out, _ = run(capsys, "timeline", recipient["tracking_id"], "--json")
+    answer = json.loads(out)
+    assert (answer["status"], answer["timeline"]) == ("accepted", [])
+    assert (answer["send"]["subject"], answer["send"]["metadata"]) == (
+        "Spring Gala",
+        {"event_id": "gala"},
+    )
+
+
 def test_queries_about_unknown_things_exit_1(
     capsys: pytest.CaptureFixture[str], store: str
 ) -> None:

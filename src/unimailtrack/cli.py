@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
@@ -691,14 +691,24 @@ def _add_timeline(sub: argparse._SubParsersAction[Any]) -> None:
 
 def timeline(args: argparse.Namespace) -> int:
     with _open_tracker(args) as tracker:
+        record = tracker.send(args.tracking_id)
         state = tracker.state(args.tracking_id)
-    if not state.timeline and state.status == "unknown":
+    if record is None and not state.timeline:
         _error(f"nothing is known about {args.tracking_id}")
         return Exit.FAILED
+    status, reason = state.status, state.reason
+    if record is not None:  # its badge: the send's own outcome until an event says more
+        status, reason = record.status, record.reason
     if args.json:
-        _emit_json(state)
+        answer = {f.name: getattr(state, f.name) for f in fields(state)}
+        _emit_json({**answer, "status": status, "reason": reason, "send": record})
         return Exit.OK
-    print(f"status {state.status.value}" + (f": {state.reason}" if state.reason else ""))
+    print(f"status {status.value}" + (f": {reason}" if reason else ""))
+    if record is not None:
+        print(f"sent {_cell(record.sent_at)} to {record.recipient}: {record.subject or '-'}")
+    if not state.timeline:
+        print("no events yet")
+        return Exit.OK
     print(
         _table(
             ["time", "event", "provider event", "recipient", "reason"],

@@ -144,6 +144,9 @@ def test_every_operation_has_an_async_twin(store: Store) -> None:
         state = await tracker.astate(tid)
         assert state == fold(events, now=store.clock.now)
         assert await tracker.atimeline(tid) == events
+        record = await tracker.asend(tid)
+        assert record is not None
+        assert (record.subject, record.status) == ("Hi", DeliveryStatus.BOUNCED)
         assert (await tracker.ahistory("ada@example.com")).total == 1
         assert (await tracker.areport(status="bounced")).total == 1
         assert (await tracker.abulk_stats(result.bulk_id)).bounced == 1

@@ -95,6 +95,44 @@ def test_history_rows_carry_what_the_emails_tab_shows(store: Store) -> None:
     assert row.updated_at == T0 + timedelta(seconds=5)
 
 
+def test_a_send_has_its_record_before_any_event_arrives(store: Store) -> None:
+    tracker = store.open()
+    _record(tracker, [("t1", "ada@example.com", "Ada Lovelace")], bulk_id="b1")
+    sent = tracker.send("t1")
+    assert sent is not None
+    assert (sent.tracking_id, sent.bulk_id, sent.recipient, sent.name, sent.subject) == (
+        "t1",
+        "b1",
+        "ada@example.com",
+        "Ada Lovelace",
+        "Hello",
+    )
+    assert (sent.status, sent.reason, sent.metadata) == (
+        DeliveryStatus.ACCEPTED,
+        None,
+        {"contact_id": "7"},
+    )
+    assert sent.sent_at == sent.updated_at == store.clock.now
+    assert tracker.timeline("t1") == []
+
+    tracker.ingest([event("bounced", "t1", at=5, bounce="hard", reason="550 5.1.1 no such user")])
+    bounced = tracker.send("t1")
+    assert bounced is not None
+    assert (bounced.status, bounced.reason) == (DeliveryStatus.BOUNCED, "550 5.1.1 no such user")
+    assert bounced == tracker.history("ada@example.com")[0]
+
+
+def test_no_send_record_without_a_recorded_send(store: Store) -> None:
+    tracker = store.open()
+    assert tracker.send("nothing-here") is None
+    tracker.ingest([event("delivered", "early", at=1)])  # its events arrive first
+    assert tracker.send("early") is None
+    _record(tracker, [("early", "ada@example.com", None)], bulk_id="b1")
+    joined = tracker.send("early")
+    assert joined is not None
+    assert joined.status is DeliveryStatus.DELIVERED
+
+
 def test_history_limits_and_cursors_are_checked(tracker: Tracker) -> None:
     with pytest.raises(ValueError, match="limit"):
         tracker.history("a@example.com", limit=0)

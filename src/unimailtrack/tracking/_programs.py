@@ -77,6 +77,7 @@ __all__ = [
     "record_dead_letter",
     "record_send",
     "report",
+    "send",
     "send_rows",
     "state",
     "suppress",
@@ -829,6 +830,17 @@ def _newest_first_page(
         last = records[-1]
         next_cursor = encode_cursor(kind, [to_micros(last.sent_at), last.tracking_id])
     return Page(records, next_cursor, int(total[0][0]))
+
+
+def send(tracking_id: str, clock: Clock) -> Program[SendRecord | None]:
+    """The record of one send (one recipient of it), or None while no send is recorded
+    under ``tracking_id`` (its events may have arrived first: they are not a send)."""
+    rows = yield Query(
+        f"SELECT {_RECORD_SELECT} FROM messages m "
+        "WHERE m.tracking_id = :tracking_id AND m.sent_at_us IS NOT NULL",
+        {"tracking_id": tracking_id, **clock.params},
+    )
+    return _record_from_row(rows[0]) if rows else None
 
 
 def history(

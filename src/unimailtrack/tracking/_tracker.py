@@ -226,6 +226,19 @@ class Tracker:
     async def astate(self, tracking_id: str) -> MessageState:
         return await self._arun(self._state(tracking_id))
 
+    def _send(self, tracking_id: str) -> _Op[SendRecord | None]:
+        clock = self._clock()
+        return _Op(lambda: P.send(tracking_id, clock), write=False)
+
+    def send(self, tracking_id: str) -> SendRecord | None:
+        """The record of one (message, recipient), as ``history`` lists it (subject,
+        category, metadata, the badge, ...), or None when no send is recorded under
+        ``tracking_id``. A send just recorded has its record before any event arrives."""
+        return self._run(self._send(tracking_id))
+
+    async def asend(self, tracking_id: str) -> SendRecord | None:
+        return await self._arun(self._send(tracking_id))
+
     def timeline(self, tracking_id: str) -> list[EmailEvent]:
         """Every event of one (message, recipient), oldest first (contract)."""
         return self._run(_Op(lambda: P.timeline(tracking_id), write=False))

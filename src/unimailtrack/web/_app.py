@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,7 +30,6 @@ except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
 
 from pydantic_core import to_json
 
-from unimailtrack.model import DeliveryStatus
 from unimailtrack.tracking import StateChange, StoreError, Tracker
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
@@ -162,10 +162,18 @@ class _Api:
         return _json(page)
 
     async def send(self, request: Request) -> Response:
-        state = await self.tracker.astate(request.path_params["tracking_id"])
-        if not state.timeline and state.status is DeliveryStatus.UNKNOWN:
+        """The state of one send (the fold of its events), its record under ``send`` (null
+        while only events are known) and, once recorded, its badge as status and reason:
+        a send just made shows ``accepted`` with an empty timeline."""
+        tracking_id = request.path_params["tracking_id"]
+        record = await self.tracker.asend(tracking_id)
+        state = await self.tracker.astate(tracking_id)
+        if record is None and not state.timeline:
             return _problem(404, "no send or event is known under this tracking id")
-        return _json(state)
+        answer: dict[str, Any] = {f.name: getattr(state, f.name) for f in fields(state)}
+        if record is not None:
+            answer.update(status=record.status, reason=record.reason)
+        return _json({**answer, "send": record})
 
     async def timeline(self, request: Request) -> Response:
         return _json(await self.tracker.atimeline(request.path_params["tracking_id"]))

@@ -20,6 +20,7 @@ from unimailtrack._http import (
     acall_with_retry,
     call_with_retry,
     parse_retry_after,
+    read_request,
     read_response,
     retry_delay,
 )
@@ -257,7 +258,28 @@ def test_a_read_response_is_what_httpx_builds_from_the_same_body(
     assert fast.request is request
 
 
-def test_the_installed_httpx_lets_a_read_body_be_given_to_a_response() -> None:
-    # When a future httpx keeps its body elsewhere, read_response falls back to the public
-    # constructor and this says so.
+def test_a_read_request_carries_its_body_and_length_to_any_transport() -> None:
+    url = httpx.URL("https://api.example.com/v3/mail/send")
+    headers = httpx.Headers({"Host": "api.example.com", "Authorization": "Bearer k"})
+    request = read_request("POST", url, headers, b'{"a":1}')
+    plain = httpx.Request("POST", url, headers=headers, content=b'{"a":1}')
+
+    assert sorted(request.headers.multi_items()) == sorted(plain.headers.multi_items())
+    assert request.content == request.read() == plain.content
+    assert "content-length" not in headers  # the adapter's own headers are left alone
+
+    seen: list[bytes] = []
+
+    def handler(sent: httpx.Request) -> httpx.Response:
+        seen.append(sent.read())
+        return httpx.Response(202)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        assert client.send(request).status_code == 202
+    assert seen == [b'{"a":1}']
+
+
+def test_the_installed_httpx_lets_a_read_body_be_given_to_requests_and_responses() -> None:
+    # When a future httpx keeps its body elsewhere, read_request and read_response fall back
+    # to its public ways and this says so.
     assert _presets_body()

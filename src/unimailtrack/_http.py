@@ -36,6 +36,7 @@ __all__ = [
     "RetryPolicy",
     "SyncTransport",
     "parse_retry_after",
+    "read_request",
     "read_response",
     "retry_delay",
 ]
@@ -118,10 +119,37 @@ _DECODED_AWAY: Final = frozenset({b"content-encoding", b"transfer-encoding"})
 
 @cache
 def _presets_body() -> bool:
-    """Whether a body already in memory can be given to an ``httpx.Response`` as
-    ``Response.read()`` leaves it (the installed httpx keeps it in ``_content``)."""
-    probe = httpx.Response(200, content=b"probe")
-    return vars(probe).get("_content") == b"probe" and probe.is_closed
+    """Whether a body already in memory can be given to an ``httpx.Request`` or
+    ``httpx.Response`` as their ``read()`` leaves it (the installed httpx keeps it in
+    ``_content``)."""
+    request = httpx.Request("POST", "http://probe.invalid/", content=b"probe")
+    response = httpx.Response(200, content=b"probe")
+    return (
+        vars(request).get("_content") == b"probe"
+        and vars(response).get("_content") == b"probe"
+        and response.is_closed
+    )
+
+
+def read_request(
+    method: str, url: httpx.URL, headers: httpx.Headers, content: bytes
+) -> httpx.Request:
+    """A request of ``content`` with its body read, for ``headers`` that already say all but
+    its length (``Host`` included).
+
+    ``httpx.Request(method, url, headers=headers, content=content)`` would derive and
+    re-normalise every header; this copies them, adds ``Content-Length`` and stores the body as
+    ``read()`` stores it, without iterating the stream to do so (a quarter of what building the
+    request costs). Where the installed httpx keeps its body some other way, ``read()`` is
+    called.
+    """
+    request = httpx.Request(method, url, headers=headers, stream=httpx.ByteStream(content))
+    request.headers["Content-Length"] = str(len(content))
+    if _presets_body():
+        request._content = content
+    else:
+        request.read()
+    return request
 
 
 def read_response(
@@ -201,21 +229,26 @@ class AiohttpTransport:
             if name.lower() != b"host"
         ]
         try:
-            async with session.request(
+            resp = await session.request(
                 request.method,
                 str(request.url),
                 headers=headers,
                 data=request.content or None,
                 allow_redirects=False,
-            ) as resp:
+            )
+            try:
                 content = await resp.read()
-                status = resp.status
-                received = resp.raw_headers
+            finally:
+                resp.release()
         except (TimeoutError, self._aiohttp.ClientError) as exc:
             raise _unavailable(None, exc) from exc
         return read_response(
-            status,
-            [(name, value) for name, value in received if name.lower() not in _DECODED_AWAY],
+            resp.status,
+            [
+                (name, value)
+                for name, value in resp.raw_headers
+                if name.lower() not in _DECODED_AWAY
+            ],
             content,
             request,
         )

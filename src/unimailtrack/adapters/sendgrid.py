@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from unimailtrack import _constants as C
+from unimailtrack._http import read_request
 from unimailtrack._json import loads as json_loads
 from unimailtrack._version import __version__
 from unimailtrack.adapters.base import (
@@ -662,15 +663,6 @@ def parse_events(
 # --------------------------------------------------------------------------- the adapter
 
 
-def _post(url: httpx.URL, headers: httpx.Headers, content: bytes) -> httpx.Request:
-    """A POST of ``content`` with ``headers`` complete (Host included), built without httpx
-    deriving and re-normalising every header of every request."""
-    request = httpx.Request("POST", url, headers=headers, stream=httpx.ByteStream(content))
-    request.headers["Content-Length"] = str(len(content))
-    request.read()
-    return request
-
-
 def _split_keys(text: str) -> list[str]:
     return [k.strip() for k in text.split(",") if k.strip()]
 
@@ -778,7 +770,11 @@ class SendGridAdapter(Adapter):
             body = {"personalizations": [_personalization(r) for r in chunk], **message}
             content = _dumps(body)
             calls.append(
-                Call(_post(url, headers, content), chunk, partial(interpret_response, chunk))
+                Call(
+                    read_request("POST", url, headers, content),
+                    chunk,
+                    partial(interpret_response, chunk),
+                )
             )
         return calls
 

@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from unimailtrack.errors import ConfigurationError
@@ -284,8 +285,9 @@ def prepare(events: Iterable[EmailEvent], received_at_us: int) -> Batch:
         received += 1
         unique.setdefault(event.event_id, event)
     rows = event_rows([unique[event_id] for event_id in sorted(unique)], received_at_us)
-    links = sorted({link for link in map(_link, rows) if link is not None})
-    return Batch(tuple(rows), received, tuple(links), _partials(rows), received_at_us)
+    waiting = (_link(row) for row in rows if row[_TRACKING_ID] is None)
+    links = tuple(sorted({link for link in waiting if link is not None}))
+    return Batch(tuple(rows), received, links, _partials(rows), received_at_us)
 
 
 def event_from_row(row: Sequence[Any]) -> EmailEvent:
@@ -516,9 +518,12 @@ def _fold_in(partials: Mapping[str, _Partial], now_us: int) -> Program[list[Stat
             )
         )
     if changes:
-        changes.sort(key=lambda c: c.tracking_id)
+        changes.sort(key=_BY_TRACKING_ID)
         yield Emit(changes)
     return changes
+
+
+_BY_TRACKING_ID = attrgetter("tracking_id")
 
 
 # --------------------------------------------------------------------------- suppression

@@ -290,9 +290,7 @@ def test_a_shared_nonce_store_refuses_replays_across_adapters() -> None:
     shared = InMemoryNonceStore()
     mailgun(nonce_store=shared).verify_webhook(json_body(event("opened")), JSON, now=at(STAMP))
     with pytest.raises(SignatureError):
-        mailgun(nonce_store=shared).verify_webhook(
-            json_body(event("clicked")), JSON, now=at(STAMP)
-        )
+        mailgun(nonce_store=shared).verify_webhook(json_body(event("clicked")), JSON, now=at(STAMP))
 
 
 def test_the_nonce_store_remembers_the_token_past_the_tolerance() -> None:

@@ -35,7 +35,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from unimailtrack import _constants as C
@@ -293,6 +293,10 @@ class WebhookReceiver:
         self.on_event = on_event
         self.on_state_change = on_state_change
         self.confirm_subscriptions = confirm_subscriptions
+        self._pinned: dict[str, tuple[str, datetime]] = {}
+        """Tokens whose request this process could not store (nothing of it, the token
+        included, was written): until the store takes the retry, only that request may use
+        them here."""
         if tracker is not None and hasattr(tracker, "add_if_absent"):
             for adapter in self.adapters.values():
                 if isinstance(getattr(adapter, "nonce_store", None), InMemoryNonceStore):
@@ -409,6 +413,11 @@ class WebhookReceiver:
             return (yield from self._deliver_only(provider, events))
         if not events and not tokens:
             return _answer(200, {"ok": True, "events": 0, "new": 0, "duplicates": 0})
+        if tokens and not self._may_use(tokens):
+            log.warning(
+                "%s webhook refused: the token belongs to a request not yet stored", provider
+            )
+            return UNAUTHORIZED
         try:
             if tokens:
                 stored: IngestResult | None = yield _IngestOnce(self.tracker, events, tokens)
@@ -416,7 +425,10 @@ class WebhookReceiver:
                 stored = yield _Ingest(self.tracker, events)
         except StoreError as exc:
             log.error("%s webhook: storing %d event(s) failed: %s", provider, len(events), exc)
+            self._pin(tokens)
             return STORE_UNAVAILABLE
+        for token in tokens:
+            self._pinned.pop(token.key, None)
         if stored is None:
             log.warning("%s webhook refused: the token was spent by another request", provider)
             return UNAUTHORIZED
@@ -436,6 +448,23 @@ class WebhookReceiver:
                 "duplicates": result.duplicates,
             },
         )
+
+    def _may_use(self, tokens: Sequence[ReplayToken]) -> bool:
+        now = datetime.now(UTC)
+        for token in tokens:
+            pinned = self._pinned.get(token.key)
+            if pinned is not None and pinned[1] > now and pinned[0] != token.digest:
+                return False
+        return True
+
+    def _pin(self, tokens: Sequence[ReplayToken]) -> None:
+        if len(self._pinned) + len(tokens) > C.MAX_PINNED_TOKENS:
+            now = datetime.now(UTC)
+            self._pinned = {k: v for k, v in self._pinned.items() if v[1] > now}
+            while self._pinned and len(self._pinned) + len(tokens) > C.MAX_PINNED_TOKENS:
+                del self._pinned[next(iter(self._pinned))]
+        for token in tokens:
+            self._pinned[token.key] = (token.digest, token.expires_at)
 
     def _spends_with_events(self, adapter: Adapter) -> bool:
         """Whether ``adapter``'s tokens are spent in the transaction that stores the events:

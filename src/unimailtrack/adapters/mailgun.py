@@ -200,6 +200,7 @@ MAX_BOUNDARY: Final = 70
 MAX_PART_HEADER: Final = 4096
 """Bytes of one multipart part's header block."""
 _MAX_PREAMBLE: Final = 1024
+_MAX_CONTENT_TYPE: Final = 512
 _BOUNDARY: Final = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _PARAM: Final = re.compile(
     r';\s*([A-Za-z0-9_\-*]{1,64})\s*=\s*("(?:[^"\\]|\\.){0,1024}"|[^;\s"]{0,1024})'
@@ -728,8 +729,10 @@ class _Part:
 def _boundary(body: bytes, content_type: str) -> bytes:
     """The boundary the Content-Type gives, or the body's first line when it gives none;
     refused unless it has RFC 2046's shape (1 to 70 characters of a small set)."""
+    if len(content_type) > _MAX_CONTENT_TYPE:
+        raise _payload_error(f"the Content-Type is longer than {_MAX_CONTENT_TYPE} characters")
     boundary: bytes | None = None
-    for found in _PARAM.finditer(content_type[:MAX_PART_HEADER]):
+    for found in _PARAM.finditer(content_type):
         if found[1].lower() == "boundary":
             boundary = _unquote_param(found[2]).encode("latin-1", "replace")
     if boundary is None:
@@ -798,6 +801,8 @@ def _multipart_parts(body: bytes, content_type: str) -> list[_Part]:
     headers each, every search a linear scan. Files are passed over."""
     boundary = _boundary(body, content_type)
     delimiter = b"--" + boundary
+    if body.count(b"\n" + delimiter) > MAX_FORM_FIELDS:  # one scan at C speed, before any work
+        raise _payload_error(f"the multipart body has more than {MAX_FORM_FIELDS} parts")
     first = body.find(delimiter)
     if first < 0 or first > _MAX_PREAMBLE or (first and body[first - 1 : first] != b"\n"):
         raise _payload_error("the multipart body does not start with its boundary")

@@ -473,6 +473,7 @@ class WebhookReceiver:
         return (
             tracker is not None
             and getattr(adapter, "nonce_store", None) is tracker
+            and callable(getattr(adapter, "unwrap_unspent", None))
             and callable(getattr(tracker, "ingest_once", None))
         )
 

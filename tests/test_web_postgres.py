@@ -88,6 +88,9 @@ def test_a_mailgun_token_is_single_use_across_apps(database: str) -> None:
                 ]
                 == 1
             )
-            replay = httpx.post(f"{other_url}/webhooks/mailgun", content=body, headers=headers)
+            forged = body.replace(b'"delivered"', b'"complained"', 1)
+            replay = httpx.post(f"{other_url}/webhooks/mailgun", content=forged, headers=headers)
             assert replay.status_code == 401
+            retry = httpx.post(f"{other_url}/webhooks/mailgun", content=body, headers=headers)
+            assert retry.json()["duplicates"] == 1  # the same request: a no-op, not a refusal
         assert second.count_events() == 1

@@ -20,3 +20,7 @@ DEFAULT_MAX_CONCURRENCY = 50
 
 DEFAULT_WEBHOOK_TOLERANCE = timedelta(minutes=5)
 DEFAULT_MAX_WEBHOOK_BODY = 10 * 1024 * 1024
+
+MAX_PINNED_TOKENS = 10_000
+"""Webhook tokens a receiver keeps pinned to the request that could not be stored under them
+(so that only that request may use them until the store takes it); the oldest go first."""

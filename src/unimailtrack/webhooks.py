@@ -11,11 +11,16 @@ retry every other non-2xx as well, Amazon SNS drops a 4xx.
 =====  ==============================================================================
 200    the batch is durably stored, or every event in it was stored before (a retry)
 400    the body cannot be read; it is kept as a dead letter with the reason
-401    the signature, the freshness or the replay check failed; nothing is stored
+401    the signature, the freshness or the replay check failed; nothing is stored (the retry
+       of a request already stored is a 200: its events count as duplicates)
 404    no adapter is configured under that provider name
 413    the body is larger than ``max_body_size``; it is not verified or read further
 503    the store failed; nothing of the batch is written, the provider retries later
 =====  ==============================================================================
+
+A provider's single-use token (Mailgun) is spent in the transaction that stores the events
+when the tracker is the replay store (the default): a request is stored with its token or not
+at all, so no failure or crash between the two can turn the provider's retries into refusals.
 
 Sync and async are written once: :meth:`WebhookReceiver._flow` is a generator that decides
 everything and yields the steps that wait (verify and parse, confirm, store, notify);
@@ -30,11 +35,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from unimailtrack import _constants as C
-from unimailtrack.adapters.base import Adapter, InMemoryNonceStore
+from unimailtrack.adapters.base import Adapter, InMemoryNonceStore, ReplayToken
 from unimailtrack.errors import ConfigurationError, PayloadError, SendError, SignatureError
 from unimailtrack.model import EmailEvent
 from unimailtrack.tracking import IngestResult, StateChange, StoreError
@@ -120,19 +125,27 @@ class _Step(Protocol):
     async def arun(self) -> Any: ...
 
 
+Unwrapped: TypeAlias = tuple[list[EmailEvent], tuple[ReplayToken, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Unwrap:
-    """Verify, then parse, in one call so that an adapter decodes the body once."""
+    """Verify, then parse, in one call so that an adapter decodes the body once. With
+    ``unspent`` the request's single-use tokens are returned to be spent with the events;
+    otherwise the adapter spends them in its own replay store."""
 
     adapter: Adapter
     body: bytes
     headers: Mapping[str, str]
     now: datetime | None
+    unspent: bool
 
-    def run(self) -> list[EmailEvent]:
-        return self.adapter.unwrap(self.body, self.headers, now=self.now)
+    def run(self) -> Unwrapped:
+        if self.unspent:
+            return self.adapter.unwrap_unspent(self.body, self.headers, now=self.now)
+        return self.adapter.unwrap(self.body, self.headers, now=self.now), ()
 
-    async def arun(self) -> list[EmailEvent]:
+    async def arun(self) -> Unwrapped:
         # Verification may wait on I/O (a replay store, a certificate fetch) and parsing a
         # large batch is CPU work: neither may stall the event loop.
         return await asyncio.to_thread(self.run)
@@ -158,21 +171,6 @@ class _Confirm:
 
 
 @dataclass(frozen=True, slots=True)
-class _Release:
-    """Have the adapter forget the replay token a request spent (it was not stored)."""
-
-    adapter: Adapter
-    body: bytes
-    headers: Mapping[str, str]
-
-    def run(self) -> None:
-        self.adapter.release_webhook(self.body, self.headers)
-
-    async def arun(self) -> None:
-        await asyncio.to_thread(self.run)
-
-
-@dataclass(frozen=True, slots=True)
 class _Ingest:
     store: EventStore
     events: Sequence[EmailEvent]
@@ -182,6 +180,23 @@ class _Ingest:
 
     async def arun(self) -> IngestResult:
         return await self.store.aingest(self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class _IngestOnce:
+    """Spend a request's tokens and store its events in one transaction; None: a replay."""
+
+    store: Any
+    events: Sequence[EmailEvent]
+    tokens: Sequence[ReplayToken]
+
+    def run(self) -> IngestResult | None:
+        result: IngestResult | None = self.store.ingest_once(self.events, self.tokens)
+        return result
+
+    async def arun(self) -> IngestResult | None:
+        result: IngestResult | None = await self.store.aingest_once(self.events, self.tokens)
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +267,9 @@ class WebhookReceiver:
     ``confirm_subscriptions`` lets an adapter that offers ``confirm_subscription`` (SES) act
     on a verified subscription confirmation; turn it off to replay saved requests. When the
     tracker remembers tokens (``add_if_absent``) it becomes the replay store of every adapter
-    still on the in-process default, so a replay is refused whichever process it reaches.
+    still on the in-process default, so a replay is refused whichever process it reaches;
+    a tracker that also offers ``ingest_once`` spends each token in the transaction that
+    stores the request's events.
     """
 
     def __init__(
@@ -276,6 +293,10 @@ class WebhookReceiver:
         self.on_event = on_event
         self.on_state_change = on_state_change
         self.confirm_subscriptions = confirm_subscriptions
+        self._pinned: dict[str, tuple[str, datetime]] = {}
+        """Tokens whose request this process could not store (nothing of it, the token
+        included, was written): until the store takes the retry, only that request may use
+        them here."""
         if tracker is not None and hasattr(tracker, "add_if_absent"):
             for adapter in self.adapters.values():
                 if isinstance(getattr(adapter, "nonce_store", None), InMemoryNonceStore):
@@ -375,30 +396,43 @@ class WebhookReceiver:
             return self.not_found(provider)
         if len(body) > self.max_body_size:
             return self.too_large()
+        unspent = self._spends_with_events(adapter)
         try:
-            events: list[EmailEvent] = yield _Unwrap(adapter, body, headers, now)
+            unwrapped: Unwrapped = yield _Unwrap(adapter, body, headers, now, unspent)
         except SignatureError:
             return UNAUTHORIZED
         except PayloadError as exc:
-            answer = yield from self._dead_letter(provider, body, headers, exc)
-            if answer is STORE_UNAVAILABLE:
-                yield from self._release(provider, adapter, body, headers)
-            return answer
+            return (yield from self._dead_letter(provider, body, headers, exc))
         except StoreError as exc:  # the replay store is the tracker, and it is down
             log.error("%s webhook: the replay check could not reach the store: %s", provider, exc)
             return STORE_UNAVAILABLE
+        events, tokens = unwrapped
         if not events and self.confirm_subscriptions and _confirms_subscriptions(adapter):
             return (yield from self._control(provider, adapter, body, headers, now))
         if self.tracker is None:
             return (yield from self._deliver_only(provider, events))
-        if not events:
+        if not events and not tokens:
             return _answer(200, {"ok": True, "events": 0, "new": 0, "duplicates": 0})
+        if tokens and not self._may_use(tokens):
+            log.warning(
+                "%s webhook refused: the token belongs to a request not yet stored", provider
+            )
+            return UNAUTHORIZED
         try:
-            result: IngestResult = yield _Ingest(self.tracker, events)
+            if tokens:
+                stored: IngestResult | None = yield _IngestOnce(self.tracker, events, tokens)
+            else:
+                stored = yield _Ingest(self.tracker, events)
         except StoreError as exc:
             log.error("%s webhook: storing %d event(s) failed: %s", provider, len(events), exc)
-            yield from self._release(provider, adapter, body, headers)
+            self._pin(tokens)
             return STORE_UNAVAILABLE
+        for token in tokens:
+            self._pinned.pop(token.key, None)
+        if stored is None:
+            log.warning("%s webhook refused: the token was spent by another request", provider)
+            return UNAUTHORIZED
+        result = stored
         calls = self._callbacks(events, result.changes)
         if calls:
             try:
@@ -415,17 +449,33 @@ class WebhookReceiver:
             },
         )
 
-    def _release(
-        self, provider: str, adapter: Adapter, body: bytes, headers: Mapping[str, str]
-    ) -> Generator[_Step, Any, None]:
-        """The request was verified but not stored: let the provider's retry through the
-        replay check. If even that fails, the retry is refused and logged as a replay."""
-        try:
-            yield _Release(adapter, body, headers)
-        except Exception:
-            log.exception(
-                "%s webhook: could not forget the replay token of a failed request", provider
-            )
+    def _may_use(self, tokens: Sequence[ReplayToken]) -> bool:
+        now = datetime.now(UTC)
+        for token in tokens:
+            pinned = self._pinned.get(token.key)
+            if pinned is not None and pinned[1] > now and pinned[0] != token.digest:
+                return False
+        return True
+
+    def _pin(self, tokens: Sequence[ReplayToken]) -> None:
+        if len(self._pinned) + len(tokens) > C.MAX_PINNED_TOKENS:
+            now = datetime.now(UTC)
+            self._pinned = {k: v for k, v in self._pinned.items() if v[1] > now}
+            while self._pinned and len(self._pinned) + len(tokens) > C.MAX_PINNED_TOKENS:
+                del self._pinned[next(iter(self._pinned))]
+        for token in tokens:
+            self._pinned[token.key] = (token.digest, token.expires_at)
+
+    def _spends_with_events(self, adapter: Adapter) -> bool:
+        """Whether ``adapter``'s tokens are spent in the transaction that stores the events:
+        the tracker is its replay store and can do both at once."""
+        tracker = self.tracker
+        return (
+            tracker is not None
+            and getattr(adapter, "nonce_store", None) is tracker
+            and callable(getattr(adapter, "unwrap_unspent", None))
+            and callable(getattr(tracker, "ingest_once", None))
+        )
 
     def _control(
         self,

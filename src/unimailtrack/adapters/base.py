@@ -72,11 +72,13 @@ __all__ = [
     "InMemoryNonceStore",
     "NonceStore",
     "Recipient",
+    "ReplayToken",
     "error_for_status",
     "event_digest",
     "from_unix",
     "lower_headers",
     "signature_failure",
+    "spend_token",
     "unknown_event",
 ]
 
@@ -357,12 +359,19 @@ class Adapter(ABC):
         self.verify_webhook(body, headers, now=now)
         return self.parse_webhook(body, headers)
 
-    def release_webhook(self, body: bytes, headers: Mapping[str, str]) -> None:
-        """Forget whatever replay protection remembered when this request was verified.
+    def unwrap_unspent(
+        self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
+    ) -> tuple[list[EmailEvent], tuple[ReplayToken, ...]]:
+        """Verify everything but the replay check, then parse; returns the events and the
+        single-use tokens the request carries, which the caller must spend in the same
+        transaction that stores the events (``Tracker.ingest_once``). Providers without
+        single-use tokens return none and are verified whole."""
+        return self.unwrap(body, headers, now=now), ()
 
-        A receiver calls it when a verified request could not be stored, so that the
-        provider's retry of that same request is not refused as a replay. Providers without
-        replay tokens have nothing to forget."""
+    def release_webhook(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Kept for compatibility; nothing to do. A request that could not be stored needs
+        no give-back: the retry of the same request is admitted by the replay check itself
+        (:func:`spend_token`), and a different request under a spent token stays refused."""
         del body, headers
 
     def _verification_disabled(self) -> bool:
@@ -397,8 +406,43 @@ class NonceStore(Protocol):
         ...
 
     def discard(self, key: str) -> None:
-        """Forget ``key``, so that a request which could not be stored may be retried."""
+        """Forget ``key`` (``spend_token`` forgets the trace of a refused request)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayToken:
+    """A single-use token of a verified request, to be spent once the request is stored.
+
+    ``key`` is exactly what was signed (with the provider's name in front), so that a
+    re-cut of the signed string cannot pass for a new token; ``digest`` identifies the
+    request's content, so that the provider's retry of the *same* request is told apart from
+    a different request carrying a captured token; ``expires_at`` is when the key may be
+    forgotten (a replay could no longer pass the freshness check)."""
+
+    key: str
+    digest: str
+    expires_at: datetime
+
+
+def spend_token(store: NonceStore, token: ReplayToken) -> bool:
+    """Spend ``token`` in a ``NonceStore``: True when the request may be stored (the token is
+    new, or it was spent by this very request, whose retry is then answered as a
+    duplicate); False for a replay under a different request.
+
+    Two keys make this safe with nothing but ``add_if_absent``: ``key#digest`` (this request
+    was seen) is remembered *before* ``key`` (the token is spent), so a crash or a failed
+    store between the two, or after both, never turns the provider's retry of the same
+    request into a refusal, and a request that finds ``key`` spent is admitted only when its
+    own ``key#digest`` was there before it came."""
+    seen = f"{token.key}#{token.digest}"
+    first_sight = store.add_if_absent(seen, token.expires_at)
+    if store.add_if_absent(token.key, token.expires_at):
+        return True
+    if first_sight:  # the token was spent by another request: keep no trace of this one
+        store.discard(seen)
+        return False
+    return True
 
 
 class InMemoryNonceStore:

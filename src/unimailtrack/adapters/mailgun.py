@@ -10,8 +10,15 @@ larger sends become several requests.
 
 Webhooks: Mailgun signs ``timestamp + token`` with HMAC-SHA256 under the account's webhook
 signing key (not the API key). Verification checks every configured key (rotation, several
-accounts), refuses stale or future timestamps, and refuses a token seen before through a
-``NonceStore``. Both the JSON webhooks and the legacy form-encoded ones are verified and parsed.
+accounts), accepts only an all-digits timestamp and a token of Mailgun's documented shape (50
+letters and digits), so that the signed string cannot be cut differently, refuses stale or
+future timestamps, and spends the exact signed string once. The body is not signed, so the
+replay check also remembers a digest of what the request says: the retry of the same request
+is admitted (and stored as duplicates), a different request under a spent token is refused.
+Behind a receiver with a tracker the token is spent in the transaction that stores the
+events (``unwrap_unspent``); otherwise through a ``NonceStore``. JSON webhooks and the legacy
+form-encoded and multipart ones are verified and parsed; before the signature holds, only the
+three signing fields of a form are decoded, by a bounded scanner.
 
 Mailgun's whole vocabulary is in the tables below; nothing outside this module knows it.
 """
@@ -19,6 +26,8 @@ Mailgun's whole vocabulary is in the tables below; nothing outside this module k
 from __future__ import annotations
 
 import base64
+import binascii
+import codecs
 import hashlib
 import hmac
 import json
@@ -27,13 +36,12 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email import policy
-from email.parser import BytesParser
 from email.utils import format_datetime, parseaddr
 from functools import partial
 from typing import Any, ClassVar, Final, Self
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus, urlencode
 
 import httpx
 
@@ -45,15 +53,17 @@ from unimailtrack.adapters.base import (
     InMemoryNonceStore,
     NonceStore,
     Recipient,
+    ReplayToken,
     error_for_status,
     event_digest,
     is_fresh,
     lower_headers,
     signature_failure,
+    spend_token,
     unknown_event,
 )
 from unimailtrack.config import Dsn
-from unimailtrack.errors import ConfigurationError, PayloadError, SignatureError
+from unimailtrack.errors import ConfigurationError, PayloadError
 from unimailtrack.model import (
     TRACKING_KEY,
     BounceKind,
@@ -175,6 +185,26 @@ _LEGACY_KNOWN_FIELDS: Final = frozenset(
 """Fields of a legacy webhook that are Mailgun's; any other field is a custom variable."""
 
 _SIGNING_FIELDS: Final = frozenset({"token", "signature"})
+_SIGNED_FIELDS: Final = frozenset({"timestamp", "token", "signature"})
+"""The fields of a form the signature check reads: the only ones decoded before it holds."""
+
+_TIMESTAMP: Final = re.compile(r"[0-9]{1,15}")
+_TOKEN: Final = re.compile(r"[0-9A-Za-z]{50}")
+"""Mailgun documents the token as a random string of length 50 (it sends lower-case hex);
+with digits only in the timestamp, ``timestamp + token`` can be cut in one way only."""
+
+MAX_FORM_FIELDS: Final = 1000
+"""Fields (or multipart parts, files included) a legacy webhook body may have."""
+MAX_BOUNDARY: Final = 70
+"""RFC 2046's longest multipart boundary."""
+MAX_PART_HEADER: Final = 4096
+"""Bytes of one multipart part's header block."""
+_MAX_PREAMBLE: Final = 1024
+_MAX_CONTENT_TYPE: Final = 512
+_BOUNDARY: Final = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_PARAM: Final = re.compile(
+    r';\s*([A-Za-z0-9_\-*]{1,64})\s*=\s*("(?:[^"\\]|\\.){0,1024}"|[^;\s"]{0,1024})'
+)
 
 _KIND_BY_DETAIL: Final[Mapping[str, BounceKind | None]] = {
     "1.7": BounceKind.BLOCK,  # the sender's address, not the recipient's
@@ -365,38 +395,85 @@ class MailgunAdapter(Adapter):
         self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
     ) -> None:
         """Raise ``SignatureError`` unless the request is signed by a configured key, fresh,
-        and its token not seen before (contract)."""
+        and its token not spent by another request (contract)."""
         if self._verification_disabled():
             return
-        try:
-            decoded = decode_body(body, headers)
-        except PayloadError:
-            raise signature_failure(PROVIDER, "the body cannot be read") from None
-        self._check(decoded, now)
+        decoded = self._verified_body(body, headers)
+        signed, stamp = self._checked(decoded, now)
+        content: dict[str, Any] | Form | bytes = decoded
+        if isinstance(decoded, _SigningFields):
+            try:
+                content = decode_body(body, headers)
+            except PayloadError:
+                content = body  # authentic but unreadable: the bytes are what it says
+        self._spend(self._replay_token(signed, stamp, content))
 
     def unwrap(
         self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
     ) -> list[EmailEvent]:
-        """Verify, then parse, decoding the body once."""
-        verify = not self._verification_disabled()
-        try:
-            decoded = decode_body(body, headers)
-        except PayloadError:
-            if not verify:
-                raise
-            raise signature_failure(PROVIDER, "the body cannot be read") from None
-        if verify:
-            self._check(decoded, now)
-        return events_from(decoded)
+        """Verify, then parse: the token is spent in ``nonce_store``."""
+        events, tokens = self.unwrap_unspent(body, headers, now=now)
+        for token in tokens:
+            self._spend(token)
+        return events
 
-    def release_webhook(self, body: bytes, headers: Mapping[str, str]) -> None:
-        """Forget the token this request spent, so Mailgun's retry of a request that could not
-        be stored is not refused as a replay."""
+    def unwrap_unspent(
+        self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
+    ) -> tuple[list[EmailEvent], tuple[ReplayToken, ...]]:
+        """Verify the signature and the freshness, then parse; the token is returned, not
+        spent, for the caller to spend in the transaction that stores the events. Nothing
+        but the signing fields is decoded before the signature holds."""
+        if self._verification_disabled():
+            return events_from(decode_body(body, headers)), ()
+        decoded = self._verified_body(body, headers)
+        signed, stamp = self._checked(decoded, now)
+        if isinstance(decoded, _SigningFields):
+            decoded = decode_body(body, headers)  # the signature holds: now read the rest
+        return events_from(decoded), (self._replay_token(signed, stamp, decoded),)
+
+    def _verified_body(self, body: bytes, headers: Mapping[str, str]) -> dict[str, Any] | Form:
+        """The body decoded as far as the signature check needs: a JSON object, or the
+        signing fields of a form. Any failure to read it is a ``SignatureError``."""
+        if not self._macs:
+            raise signature_failure(PROVIDER, "no webhook signing key is configured")
         try:
-            _, token, _ = signature_fields(decode_body(body, headers))
-        except (PayloadError, SignatureError):
-            return
-        self.nonce_store.discard(f"{PROVIDER}:{token}")
+            return decode_body(body, headers, signing_only=True)
+        except PayloadError as exc:
+            raise signature_failure(PROVIDER, f"the body cannot be read: {exc.message}") from None
+
+    def _checked(self, decoded: dict[str, Any] | Form, now: datetime | None) -> tuple[str, int]:
+        """The exact signed string and the timestamp, once the signature and the freshness
+        are checked."""
+        if not self._macs:
+            raise signature_failure(PROVIDER, "no webhook signing key is configured")
+        timestamp, token, signatures = signature_fields(decoded)
+        if not _TIMESTAMP.fullmatch(timestamp):
+            raise signature_failure(PROVIDER, "the timestamp is not a whole number of seconds")
+        if not _TOKEN.fullmatch(token):
+            raise signature_failure(PROVIDER, "the token is not 50 letters and digits")
+        signed = f"{timestamp}{token}"
+        if not any(self._matches(signed.encode(), candidate) for candidate in signatures):
+            raise signature_failure(PROVIDER, "the signature matches no configured signing key")
+        stamp = int(timestamp)
+        if not is_fresh(stamp, now, self.tolerance):
+            raise signature_failure(PROVIDER, "the timestamp is outside the tolerance")
+        return signed, stamp
+
+    def _replay_token(
+        self, signed: str, stamp: int, decoded: dict[str, Any] | Form | bytes
+    ) -> ReplayToken:
+        # Remember the token for as long as a replay could pass the freshness check; the
+        # store's clock is the real one even when ``now`` replays an old request.
+        horizon = max(stamp, time.time()) + self.tolerance.total_seconds()
+        return ReplayToken(
+            key=f"{PROVIDER}:{signed}",
+            digest=content_digest(decoded),
+            expires_at=datetime.fromtimestamp(horizon, UTC),
+        )
+
+    def _spend(self, token: ReplayToken) -> None:
+        if not spend_token(self.nonce_store, token):
+            raise signature_failure(PROVIDER, "the token was spent by another request (a replay)")
 
     @classmethod
     def parse_webhook_body(
@@ -404,26 +481,6 @@ class MailgunAdapter(Adapter):
     ) -> list[EmailEvent]:
         """Map a Mailgun webhook body (JSON, or legacy form-encoded) onto one event."""
         return events_from(decode_body(body, headers))
-
-    def _check(self, decoded: dict[str, Any] | Form, now: datetime | None) -> None:
-        if not self._macs:
-            raise signature_failure(PROVIDER, "no webhook signing key is configured")
-        timestamp, token, signatures = signature_fields(decoded)
-        signed = f"{timestamp}{token}".encode()
-        if not any(self._matches(signed, candidate) for candidate in signatures):
-            raise signature_failure(PROVIDER, "the signature matches no configured signing key")
-        try:
-            stamp = float(timestamp)
-        except ValueError:
-            raise signature_failure(PROVIDER, "the timestamp is not a number") from None
-        if not (math.isfinite(stamp) and is_fresh(stamp, now, self.tolerance)):
-            raise signature_failure(PROVIDER, "the timestamp is outside the tolerance")
-        # Remember the token for as long as a replay could pass the freshness check; the
-        # store's clock is the real one even when ``now`` replays an old request.
-        horizon = max(stamp, time.time()) + self.tolerance.total_seconds()
-        expires_at = datetime.fromtimestamp(horizon, UTC)
-        if not self.nonce_store.add_if_absent(f"{PROVIDER}:{token}", expires_at):
-            raise signature_failure(PROVIDER, "the token was seen before (a replay)")
 
     def _matches(self, signed: bytes, candidate: bytes) -> bool:
         """Whether ``candidate`` is the signature under any configured key. Every key is tried,
@@ -600,22 +657,31 @@ def _media_type(headers: Mapping[str, str] | None) -> tuple[str, str]:
     return content_type.partition(";")[0].strip().lower(), content_type
 
 
-def decode_body(body: bytes, headers: Mapping[str, str] | None) -> dict[str, Any] | Form:
+class _SigningFields(Form):
+    """The signing fields of a form, decoded alone before the signature is checked."""
+
+    __slots__ = ()
+
+
+def decode_body(
+    body: bytes, headers: Mapping[str, str] | None, *, signing_only: bool = False
+) -> dict[str, Any] | Form:
     """The JSON object of a webhook body, or the fields of a legacy form body. The content
-    type decides; without one, the body's first bytes do."""
+    type decides; without one, the body's first bytes do. ``signing_only`` decodes only the
+    signing fields of a form (a JSON body is read whole: its signature block is inside)."""
     media, content_type = _media_type(headers)
     if media == "application/json":
         return _json_body(body)
     if media == "application/x-www-form-urlencoded":
-        return _form_body(body)
+        return _form_body(body, signing_only)
     if media == "multipart/form-data":
-        return _multipart_body(body, content_type)
+        return _multipart_body(body, content_type, signing_only)
     start = body.lstrip()[:2]
     if start.startswith(b"{"):
         return _json_body(body)
     if start == b"--":
-        return _multipart_body(body, "")
-    return _form_body(body)
+        return _multipart_body(body, "", signing_only)
+    return _form_body(body, signing_only)
 
 
 def _json_body(body: bytes) -> dict[str, Any]:
@@ -628,34 +694,188 @@ def _json_body(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _form_body(body: bytes) -> Form:
+def _form_body(body: bytes, signing_only: bool = False) -> Form:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise _payload_error("the form body is not UTF-8") from None
-    return Form(parse_qsl(text, keep_blank_values=True))
+    if not signing_only:
+        try:
+            return Form(parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
+        except ValueError:
+            raise _payload_error(f"the form has more than {MAX_FORM_FIELDS} fields") from None
+    if text.count("&") >= MAX_FORM_FIELDS:
+        raise _payload_error(f"the form has more than {MAX_FORM_FIELDS} fields")
+    pairs = []
+    for field_text in text.split("&"):
+        name, _, value = field_text.partition("=")
+        name = unquote_plus(name) if "%" in name or "+" in name else name
+        if name in _SIGNED_FIELDS:
+            pairs.append((name, unquote_plus(value)))
+    return _SigningFields(pairs)
 
 
-def _multipart_body(body: bytes, content_type: str) -> Form:
-    if "boundary=" not in content_type:
-        boundary = body.lstrip().split(b"\r\n", 1)[0].split(b"\n", 1)[0][2:]
-        content_type = f'multipart/form-data; boundary="{boundary.decode("latin-1")}"'
-    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
-    if not message.is_multipart():
-        raise _payload_error("the multipart body has no parts")
-    pairs: list[tuple[str, str]] = []
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or part.get_filename() is not None:
-            continue  # files (the original message's attachments) are not event fields
-        payload = part.get_payload(decode=True)
-        charset = part.get_content_charset() or "utf-8"
-        if isinstance(payload, bytes):
-            pairs.append((name, payload.decode(charset, "replace")))
-    if not pairs:
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """Where one field of a multipart body is, and how its bytes are encoded."""
+
+    name: str
+    start: int
+    end: int
+    charset: str
+    encoding: str
+
+
+def _boundary(body: bytes, content_type: str) -> bytes:
+    """The boundary the Content-Type gives, or the body's first line when it gives none;
+    refused unless it has RFC 2046's shape (1 to 70 characters of a small set)."""
+    if len(content_type) > _MAX_CONTENT_TYPE:
+        raise _payload_error(f"the Content-Type is longer than {_MAX_CONTENT_TYPE} characters")
+    boundary: bytes | None = None
+    for found in _PARAM.finditer(content_type):
+        if found[1].lower() == "boundary":
+            boundary = _unquote_param(found[2]).encode("latin-1", "replace")
+    if boundary is None:
+        if "boundary" in content_type.lower():
+            raise _payload_error("the multipart boundary is malformed")
+        start = len(body) - len(body.lstrip())
+        if body[start : start + 2] != b"--":
+            raise _payload_error("the multipart body has no boundary")
+        line = body[start + 2 : start + 2 + MAX_BOUNDARY + 2]
+        end = min(i for i in (line.find(b"\r"), line.find(b"\n"), len(line)) if i >= 0)
+        boundary = line[:end]
+    if not _BOUNDARY.fullmatch(boundary):
+        raise _payload_error(
+            f"the multipart boundary is not 1 to {MAX_BOUNDARY} of the characters RFC 2046 allows"
+        )
+    return boundary
+
+
+def _unquote_param(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value
+
+
+def _line_end(body: bytes, at: int) -> int:
+    """The offset after the line break at ``at`` (transport padding allowed before it)."""
+    limit = min(len(body), at + 64)
+    while at < limit and body[at] in b" \t":
+        at += 1
+    if body.startswith(b"\r\n", at):
+        return at + 2
+    if body.startswith(b"\n", at):
+        return at + 1
+    raise _payload_error("a multipart delimiter is not followed by a line break")
+
+
+def _part_header(block: bytes) -> tuple[str | None, bool, str, str]:
+    """``(name, is a file, charset, transfer encoding)`` of one part's header block."""
+    name: str | None = None
+    is_file = False
+    charset, encoding = "utf-8", "8bit"
+    lines = block.decode("latin-1").replace("\r\n", "\n").split("\n")
+    if len(lines) > 16:
+        raise _payload_error("a multipart part has more than 16 header lines")
+    for line in lines:
+        field, colon, value = line.partition(":")
+        if not colon:
+            if line.strip():
+                raise _payload_error("a multipart part header is malformed")
+            continue
+        field = field.strip().lower()
+        params = {m[1].lower(): _unquote_param(m[2]) for m in _PARAM.finditer(value)}
+        if field == "content-disposition":
+            name = params.get("name")
+            is_file = "filename" in params or "filename*" in params
+        elif field == "content-type":
+            charset = params.get("charset", charset)
+        elif field == "content-transfer-encoding":
+            encoding = value.strip().lower()
+    return name, is_file, charset, encoding
+
+
+def _multipart_parts(body: bytes, content_type: str) -> list[_Part]:
+    """The form fields of a multipart body, located in one bounded pass: a boundary of RFC
+    2046's shape, at most ``MAX_FORM_FIELDS`` parts of at most ``MAX_PART_HEADER`` bytes of
+    headers each, every search a linear scan. Files are passed over."""
+    boundary = _boundary(body, content_type)
+    delimiter = b"--" + boundary
+    if body.count(b"\n" + delimiter) > MAX_FORM_FIELDS:  # one scan at C speed, before any work
+        raise _payload_error(f"the multipart body has more than {MAX_FORM_FIELDS} parts")
+    first = body.find(delimiter)
+    if first < 0 or first > _MAX_PREAMBLE or (first and body[first - 1 : first] != b"\n"):
+        raise _payload_error("the multipart body does not start with its boundary")
+    parts: list[_Part] = []
+    at = first + len(delimiter)
+    for _ in range(MAX_FORM_FIELDS + 1):
+        if body.startswith(b"--", at):
+            return parts  # the closing delimiter
+        if len(parts) >= MAX_FORM_FIELDS:
+            break
+        at = _line_end(body, at)
+        window = body[at : at + MAX_PART_HEADER + 4]
+        crlf, lf = window.find(b"\r\n\r\n"), window.find(b"\n\n")
+        if crlf < 0 and lf < 0:
+            raise _payload_error(
+                f"a multipart part header is longer than {MAX_PART_HEADER} bytes or unended"
+            )
+        head_end, gap = (crlf, 4) if crlf >= 0 and (lf < 0 or crlf <= lf) else (lf, 2)
+        name, is_file, charset, encoding = _part_header(window[:head_end])
+        content = at + head_end + gap
+        following = body.find(b"\n" + delimiter, content - 1)
+        if following < 0:
+            raise _payload_error("the multipart body is not closed by its boundary")
+        end = following - 1 if body[following - 1 : following] == b"\r" else following
+        if name is not None and not is_file:
+            parts.append(_Part(name, content, max(content, end), charset, encoding))
+        at = following + 1 + len(delimiter)
+    raise _payload_error(f"the multipart body has more than {MAX_FORM_FIELDS} parts")
+
+
+def _part_text(body: bytes, part: _Part) -> str:
+    data = body[part.start : part.end]
+    try:
+        if part.encoding == "base64":
+            data = binascii.a2b_base64(data)
+        elif part.encoding == "quoted-printable":
+            data = binascii.a2b_qp(data)
+        elif part.encoding not in ("7bit", "8bit", "binary"):
+            raise _payload_error(f"unknown transfer encoding {part.encoding[:32]!r}")
+    except binascii.Error:
+        raise _payload_error(f"the field {part.name[:64]!r} is not valid {part.encoding}") from None
+    try:
+        codecs.lookup(part.charset)
+        charset = part.charset
+    except LookupError:
+        charset = "utf-8"
+    return data.decode(charset, "replace")
+
+
+def _multipart_body(body: bytes, content_type: str, signing_only: bool = False) -> Form:
+    parts = _multipart_parts(body, content_type)
+    if signing_only:
+        return _SigningFields(
+            (p.name, _part_text(body, p)) for p in parts if p.name in _SIGNED_FIELDS
+        )
+    if not parts:
         raise _payload_error("the multipart body has no form fields")
-    return Form(pairs)
+    return Form((p.name, _part_text(body, p)) for p in parts)
+
+
+def content_digest(decoded: dict[str, Any] | Form | bytes) -> str:
+    """A digest of what a request says (its JSON object, its form fields in order), not of
+    how it is framed: a retry that re-encodes the same request keeps the digest."""
+    if isinstance(decoded, bytes):
+        text = decoded
+    elif isinstance(decoded, Form):
+        pairs = [[k, v] for k, values in decoded.fields.items() for v in values]
+        text = json.dumps(pairs, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    else:
+        text = json.dumps(decoded, sort_keys=True, separators=(",", ":")).encode(
+            "utf-8", "surrogatepass"
+        )
+    return hashlib.sha256(text).hexdigest()
 
 
 def signature_fields(decoded: dict[str, Any] | Form) -> tuple[str, str, list[bytes]]:

@@ -73,6 +73,7 @@ __all__ = [
     "domain_alerts",
     "history",
     "ingest",
+    "ingest_once",
     "list_suppressions",
     "prepare",
     "record_dead_letter",
@@ -1167,6 +1168,31 @@ def add_nonce(key: str, expires_at_us: int, now_us: int) -> Program[bool]:
         {"key": key, "expires": expires_at_us, "now": now_us},
     )
     return bool(rows)
+
+
+TokenRow = tuple[str, str, int]
+"""A webhook token to spend: (key, digest of the request, expiry in microseconds)."""
+
+
+def ingest_once(
+    batch: Batch, tokens: Sequence[TokenRow], now_us: int
+) -> Program[IngestResult | None]:
+    """Spend webhook tokens and store a batch in one transaction: either both are written or
+    neither. A token already spent by a request with the same digest (the provider's retry
+    of a stored request) lets the batch through, to be counted as duplicates; one spent by a
+    different request makes the program write nothing and return None (a replay)."""
+    for key, digest, expires_us in tokens:
+        spent = yield Query(
+            "INSERT INTO nonces (nonce, expires_at_us, digest) VALUES (:key, :expires, :digest) "
+            "ON CONFLICT (nonce) DO UPDATE SET expires_at_us = excluded.expires_at_us, "
+            "digest = excluded.digest WHERE nonces.expires_at_us <= :now RETURNING nonce",
+            {"key": key, "expires": expires_us, "digest": digest, "now": now_us},
+        )
+        if not spent:
+            found = yield Query("SELECT digest FROM nonces WHERE nonce = ?", (key,))
+            if not found or found[0][0] != digest:
+                return None
+    return (yield from ingest(batch))
 
 
 def discard_nonce(key: str) -> Program[None]:

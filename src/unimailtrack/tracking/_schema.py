@@ -21,7 +21,8 @@ Tables (times are integer microseconds since the epoch, UTC):
 - ``links``: (provider, provider message id, recipient) -> tracking id; the meeting point
   where an event that carries no tracking id finds its send, whichever is written first.
 - ``suppressions``, ``dead_letters``, ``nonces``: the suppression list, unparseable webhook
-  bodies, and webhook tokens already seen.
+  bodies, and webhook tokens already seen (with a digest of the request that spent each, when
+  it was spent together with its events).
 """
 
 from __future__ import annotations
@@ -184,7 +185,15 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+_V2_NONCE_DIGEST = Migration(
+    2,
+    "the digest of the request that spent each webhook token",
+    ("ALTER TABLE nonces ADD COLUMN digest {key}",),
+)
+"""A token spent together with its request's events keeps what that request said, so that
+the provider's retry of it is told apart from a different request under the same token."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2_NONCE_DIGEST)
 LATEST = MIGRATIONS[-1].version
 
 _BOOKKEEPING = """

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from unimailtrack.errors import ConfigurationError
@@ -53,6 +53,19 @@ DEFAULT_ALERT_KINDS = (BounceKind.HARD, BounceKind.BLOCK)
 """Bounces that count towards a domain alert: the address refused, or the sender blocked."""
 
 StatusFilter = DeliveryStatus | str | Iterable[DeliveryStatus | str] | None
+
+
+class WebhookToken(Protocol):
+    """A single-use webhook token to spend with a batch (``adapters.base.ReplayToken``)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def expires_at(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +216,31 @@ class Tracker:
     async def aingest(self, events: Iterable[EmailEvent]) -> IngestResult:
         """The async twin of :meth:`ingest`."""
         return await self._arun(self._ingest(events))
+
+    def _ingest_once(
+        self, events: Iterable[EmailEvent], tokens: Iterable[WebhookToken]
+    ) -> _Op[IngestResult | None]:
+        now_us = self._now_us()
+        batch = P.prepare(events, now_us)
+        rows = tuple((t.key, t.digest, to_micros(t.expires_at)) for t in tokens)
+        return _Op(lambda: P.ingest_once(batch, rows, now_us), write=True)
+
+    def ingest_once(
+        self, events: Iterable[EmailEvent], tokens: Iterable[WebhookToken]
+    ) -> IngestResult | None:
+        """Spend the single-use webhook ``tokens`` of a verified request and store its
+        ``events``, in one transaction: a request is stored with its tokens or not at all,
+        so a failure or a crash at any point leaves the provider's retry welcome. A token
+        already spent by the same request (same digest) admits the retry, whose events count
+        as duplicates; one spent by a different request returns None with nothing written.
+        Raises ``StoreError`` when the store fails, with nothing written."""
+        return self._run(self._ingest_once(events, tokens))
+
+    async def aingest_once(
+        self, events: Iterable[EmailEvent], tokens: Iterable[WebhookToken]
+    ) -> IngestResult | None:
+        """The async twin of :meth:`ingest_once`."""
+        return await self._arun(self._ingest_once(events, tokens))
 
     def count_events(self) -> int:
         """How many events are stored (contract)."""

@@ -28,8 +28,10 @@ import unimailtrack
 from live_server import running
 from unimailtrack import EventType, PayloadError, SignatureError
 from unimailtrack.adapters._sns import (
+    MAX_CONTAINERS,
     MAX_DEPTH,
     MAX_ENVELOPE_BYTES,
+    MAX_STRINGS,
     canonical_string,
     fetch_certificate,
     nesting_ok,
@@ -712,3 +714,17 @@ def test_a_genuine_notification_arrives_only_once_when_resent(
     assert [site.post(b, h).json()["new"] for b, h in [(body, headers)] * 2] == [1, 0]
     assert site.post(other, other_headers).json()["new"] == 0
     assert site.tracker.count_events() == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("[" + "[]," * MAX_CONTAINERS + "[]]", False),
+        ("[" + "[]," * (MAX_CONTAINERS - 2) + "[]]", True),
+        ("[" + '"",' * MAX_STRINGS + '""]', False),
+        ("[" + '"",' * (MAX_STRINGS - 1) + '""' + "]" + "", True),
+        ('["' + '\\"' * 100_000 + '"' + ", [" * 30 + "]" * 30 + "]", True),  # one string
+    ],
+)
+def test_the_scan_bounds_how_much_structure_a_body_holds(text: str, ok: bool) -> None:
+    assert nesting_ok(text) is ok

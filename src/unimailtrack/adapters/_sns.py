@@ -15,9 +15,11 @@ signature. So every signed field but ``Message`` must be free of newlines (SNS n
 there: ids, times, ARNs, URLs, tokens, and a ``Subject`` that SNS refuses with a line break),
 and ``Message`` comes first: read from the end, the string then splits into fields one way only.
 
-The envelope is read before anything is known about it, so it is bounded first: its size (SNS
-posts nothing near :data:`MAX_ENVELOPE_BYTES` to an HTTPS endpoint) and its nesting
-(:func:`nesting_ok`, a scan in linear time that recurses nowhere), before the JSON decoder runs.
+The envelope is read before anything is known about it, so it is bounded before the JSON
+decoder runs: its size (SNS posts nothing near :data:`MAX_ENVELOPE_BYTES` to an HTTPS endpoint),
+then its nesting and how many arrays, objects and strings it holds (:func:`nesting_ok`, a scan in
+linear time done by bytes operations, that recurses nowhere). The SES event inside a message is
+bounded the same way before it is decoded.
 
 :class:`SnsVerifier` runs every check in order, cheapest first, and fails closed: any doubt is a
 ``SignatureError`` whose cause is logged for the operator only. :class:`SnsSigner` is the other
@@ -128,11 +130,18 @@ MAX_DEPTH: Final = 32
 """How deep arrays and objects may nest in an SNS envelope or an SES event: an envelope nests
 three deep (its ``MessageAttributes``), an SES event five (a subscription's topic preferences)."""
 
+MAX_CONTAINERS: Final = 10_000
+MAX_STRINGS: Final = 50_000
+"""How many arrays and objects, and how many strings, an SNS envelope or an SES event may hold:
+an SES event about fifty recipients with a hundred headers holds a few hundred arrays and
+objects and a few thousand strings; anything with more was not written by SES and is not
+scanned further."""
+
 _MAX_CERTIFICATE_BYTES = 64 * 1024
 _CERTIFICATE_TIMEOUT = 5.0
 _CERTIFICATE_DEADLINE = 10.0
 _PAIRS_TO_DROP: Final = (b"\\\\", b'\\"')  # an escaped backslash, then an escaped quote
-_KEEP_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_KEEP_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'[]{}"')
 _ONE_BRACKET: Final = bytes.maketrans(b"{}", b"[]")
 
 
@@ -190,21 +199,32 @@ def certificate_url_ok(url: str, topic_arn: str) -> bool:
 
 
 def nesting_ok(text: bytes | str, limit: int = MAX_DEPTH) -> bool:
-    """False when the JSON ``text`` nests arrays and objects deeper than ``limit`` (or its
-    brackets do not pair up); True otherwise, also for text that is not JSON at all, which the
-    decoder refuses next. Linear in the size of ``text`` and recursion-free, so that it can
-    run before anything is known about the text.
+    """False when the JSON ``text`` nests arrays and objects deeper than ``limit``, holds more
+    than :data:`MAX_CONTAINERS` of them or :data:`MAX_STRINGS` strings, or its brackets do not
+    pair up; True otherwise, also for text that is not JSON at all, which the decoder refuses
+    next. Linear in the size of ``text``, done by bytes operations that run at memory speed,
+    and recursion-free, so that it can run before anything is known about the text.
 
     Escaped backslashes and escaped quotes are dropped, so that the quotes left delimit the
     strings; what lies outside them is reduced to its brackets, and innermost pairs are
     removed one level at a time."""
-    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    if data.count(b"[") + data.count(b"{") <= limit:
+    # Fewer brackets than the limit cannot nest deeper than it, nor quotes make more strings.
+    if isinstance(text, str):
+        if text.count("[") + text.count("{") <= limit and text.count('"') <= 2 * MAX_STRINGS:
+            return True
+        data = text.encode("utf-8", "surrogatepass")
+    elif text.count(b"[") + text.count(b"{") <= limit and text.count(b'"') <= 2 * MAX_STRINGS:
         return True
+    else:
+        data = text
     for pair in _PAIRS_TO_DROP:
         data = data.replace(pair, b"")
-    outside = b"".join(data.split(b'"')[0::2])
-    skeleton = outside.translate(_ONE_BRACKET, _KEEP_BRACKETS)
+    data = data.translate(None, _KEEP_STRUCTURE)
+    if data.count(b'"') > 2 * MAX_STRINGS:
+        return False
+    skeleton = b"".join(data.split(b'"')[0::2]).translate(_ONE_BRACKET)
+    if len(skeleton) > 2 * MAX_CONTAINERS or b"[" * (limit + 1) in skeleton:
+        return False
     for _ in range(limit):
         if not skeleton:
             return True
@@ -377,11 +397,16 @@ class SnsVerifier:
         if len(body) > MAX_ENVELOPE_BYTES:
             raise self._fail(f"the body is larger than any SNS message ({len(body)} bytes)")
         if not nesting_ok(body):
-            raise self._fail(f"the body nests deeper than {MAX_DEPTH} levels")
+            raise self._fail(
+                f"the body nests deeper than {MAX_DEPTH} levels or holds more arrays, objects "
+                "or strings than any SNS message"
+            )
         try:
             document = json.loads(body, object_pairs_hook=_unique_keys)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            raise self._fail("the body is not JSON, or names a field twice") from None
+            raise self._fail(
+                "the body is not JSON, nests too deep, or names a field twice"
+            ) from None
         if not isinstance(document, dict):
             raise self._fail("the body is not an SNS message object")
         lowered = lower_headers(headers)

@@ -810,7 +810,8 @@ def _bounded(text: str | bytes, what: str) -> str | bytes:
     kept of an event must stay storable and readable); else ``PayloadError``."""
     if not _sns.nesting_ok(text):
         raise PayloadError(
-            f"{what} nests deeper than {_sns.MAX_DEPTH} levels, which no SES event does",
+            f"{what} nests deeper than {_sns.MAX_DEPTH} levels, or holds more arrays, objects "
+            "or strings than any SES event",
             provider=PROVIDER,
         )
     return text
@@ -823,7 +824,9 @@ def parse_body(body: bytes, headers: Mapping[str, str] | None = None) -> list[Em
     the body of a raw delivery, which is that same text): a retried delivery yields the same
     ids, and so does the same event under another SNS ``MessageId``, which is not what the
     event is."""
-    document = _load(_bounded(body, "the body"), "the body")
+    # Both decoders stop a body nested too deep for them (a PayloadError); an envelope's values
+    # are strings, and what is kept of a message, the SES event, is bounded before decoding.
+    document = _load(body, "the body")
     if not isinstance(document, dict):
         raise PayloadError("the body is not an SNS message object", provider=PROVIDER)
     kind = document.get("Type")
@@ -839,6 +842,7 @@ def parse_body(body: bytes, headers: Mapping[str, str] | None = None) -> list[Em
     elif isinstance(kind, str) and kind in _SNS_CONTROL_TYPES:
         return []
     elif kind is None and _sns.looks_like_raw_delivery(document, {}):
+        _bounded(body, "the body")  # the body is the event
         event = document
         seed = event_digest(body)
         published = None

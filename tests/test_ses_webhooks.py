@@ -248,6 +248,35 @@ def resigned(signer: SnsSigner, body: bytes, **changes: Any) -> bytes:
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem\n",
         "//sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
         "",
+        # the path: SNS's own shape only, nothing around it, nothing encoded
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem/../evil.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem/../evil.pem",
+        "https://sns.us-east-1.amazonaws.com/evil/../SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/./SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com//SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/x/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-xyz.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?a=b.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem#.pem",
+        "https://sns.us-east-1.amazonaws.com/?x=/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem;x.pem",
+        "https://sns.us-east-1.amazonaws.com/x%2F..%2FSimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/%2FSimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc%2Epem",
+        "https://sns.us-east-1.amazonaws.com/%53impleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/simplenotificationservice-abc.pem",
+        "https://sns.us-east-1.amazonaws.com\\SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-" + "a" * 65 + ".pem",
+        # the region and partition: the TopicArn's own (arn:aws:sns:us-east-1:...)
+        "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-2.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
     ],
 )
 def test_certificates_are_only_fetched_from_sns_hosts(
@@ -255,24 +284,79 @@ def test_certificates_are_only_fetched_from_sns_hosts(
 ) -> None:
     body, headers = notify(signer, ses_event("Send", {}))
     body = resigned(signer, body, SigningCertURL=url)
-    assert not certificate_url_ok(url)
+    assert not certificate_url_ok(url, TOPIC)
     with pytest.raises(SignatureError):
         make_adapter().verify_webhook(body, headers, now=NOW)
     assert loader.urls == []
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "topic"),
     [
-        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-6aad65c2f9911b05cd53efda11f913f9.pem",
-        "https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem",
-        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-3250158c6506d40628f8d1fbe.pem",
-        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
-        "https://sns.ap-southeast-2.amazonaws.com:443/SimpleNotificationService-abc.pem",
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-6aad65c2f9911b05cd53efda11f913f9.pem",
+            TOPIC,
+        ),
+        (
+            "https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-01d088a6f77103d0fe307c0069e40ed6.pem",
+            "arn:aws:sns:eu-central-1:111122223333:events",
+        ),
+        (
+            "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-53041e288642ce580860ab2866a6e8a9.pem",
+            "arn:aws-cn:sns:cn-north-1:111122223333:events",
+        ),
+        (
+            "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "arn:aws-us-gov:sns:us-gov-west-1:111122223333:events",
+        ),
+        (
+            "https://sns.ap-southeast-2.amazonaws.com:443/SimpleNotificationService-ABC123.pem",
+            "arn:aws:sns:ap-southeast-2:111122223333:events",
+        ),
     ],
 )
-def test_sns_certificate_urls_in_every_partition_are_accepted(url: str) -> None:
-    assert certificate_url_ok(url)
+def test_sns_certificate_urls_in_every_partition_are_accepted(url: str, topic: str) -> None:
+    assert certificate_url_ok(url, topic)
+
+
+@pytest.mark.parametrize(
+    ("url", "topic"),
+    [
+        # China: a .cn host for an aws-cn topic only, and the other way round
+        (
+            "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "arn:aws-cn:sns:cn-north-1:111122223333:events",
+        ),
+        (
+            "https://sns.cn-northwest-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+            "arn:aws-cn:sns:cn-north-1:111122223333:events",
+        ),
+        # GovCloud: the topic's own GovCloud region
+        (
+            "https://sns.us-gov-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "arn:aws-us-gov:sns:us-gov-west-1:111122223333:events",
+        ),
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "arn:aws-us-gov:sns:us-gov-west-1:111122223333:events",
+        ),
+        # a region named under the wrong partition is no topic at all
+        (
+            "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+            "arn:aws:sns:cn-north-1:111122223333:events",
+        ),
+        (
+            "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "arn:aws:sns:us-gov-west-1:111122223333:events",
+        ),
+        (
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "arn:aws-cn:sns:us-east-1:111122223333:events",
+        ),
+    ],
+)
+def test_the_certificate_host_is_in_the_topic_s_region_and_partition(url: str, topic: str) -> None:
+    assert not certificate_url_ok(url, topic)
 
 
 def test_an_expired_certificate_is_refused(make_adapter: Callable[..., SESAdapter]) -> None:
@@ -319,6 +403,7 @@ def test_topics_outside_the_allow_list_are_refused(
         ("x-amz-sns-topic-arn", OTHER_TOPIC),
         ("x-amz-sns-topic-arn", None),
         ("x-amz-sns-message-id", "another-id"),
+        ("x-amz-sns-message-id", None),
     ],
 )
 def test_headers_must_agree_with_the_body(
@@ -705,7 +790,13 @@ def test_a_bounce_fans_out_with_distinct_stable_ids(signer: SnsSigner) -> None:
     assert [e.recipient for e in first] == ["alice@example.com", "bob@example.com"]
     assert len({e.event_id for e in first}) == 2
     assert [e.event_id for e in first] == [e.event_id for e in again]
-    other, _ = notify(signer, ses_event("Bounce", detail))  # another SNS message id
+    # The same SES event under another SNS message id is the same event: a duplicate.
+    resent, _ = notify(signer, ses_event("Bounce", detail))
+    assert [e.event_id for e in unimailtrack.parse_webhook("ses", resent)] == [
+        e.event_id for e in first
+    ]
+    # Another bounce of the same message (SES gives each its own feedback id) is not.
+    other, _ = notify(signer, ses_event("Bounce", {**detail, "feedbackId": "0100-other"}))
     assert unimailtrack.parse_webhook("ses", other)[0].event_id != first[0].event_id
 
 

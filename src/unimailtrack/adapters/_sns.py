@@ -3,10 +3,23 @@
 SNS signs every message it posts to an HTTPS endpoint: an RSA PKCS#1 v1.5 signature over a
 canonical string of the message's fields (SHA-1 for ``SignatureVersion`` 1, SHA-256 for 2),
 made with a key whose certificate SNS publishes at ``SigningCertURL``. The certificate is only
-as trustworthy as the place it comes from, so :func:`certificate_url_ok` accepts nothing but an
-``https`` URL on an SNS host (``sns.<region>.amazonaws.com``, or ``.amazonaws.com.cn`` in
-China): one strict pattern over the whole URL, so that no URL parser can be talked into
-another host. Certificates are fetched once and kept in a small cache that expires.
+as trustworthy as the place it comes from, so :func:`certificate_url_ok` accepts nothing but
+``https://sns.<region>.amazonaws.com/SimpleNotificationService-<hex>.pem`` (``.amazonaws.com.cn``
+in China) in the region and partition of the message's own ``TopicArn``: one strict pattern over
+the whole URL, so that no URL parser can be talked into another host or path. Certificates are
+fetched once, without following redirects, and kept in a small cache that expires.
+
+The signed string is ``Name\nValue\n`` for each signed field, and nothing in it marks where a
+value ends: a newline inside a value could move bytes from one field into the next and keep the
+signature. So every signed field but ``Message`` must be free of newlines (SNS never puts one
+there: ids, times, ARNs, URLs, tokens, and a ``Subject`` that SNS refuses with a line break),
+and ``Message`` comes first: read from the end, the string then splits into fields one way only.
+
+The envelope is read before anything is known about it, so it is bounded before the JSON
+decoder runs: its size (SNS posts nothing near :data:`MAX_ENVELOPE_BYTES` to an HTTPS endpoint),
+then its nesting and how many arrays, objects and strings it holds (:func:`nesting_ok`, a scan in
+linear time done by bytes operations, that recurses nowhere). The SES event inside a message is
+bounded the same way before it is decoded.
 
 :class:`SnsVerifier` runs every check in order, cheapest first, and fails closed: any doubt is a
 ``SignatureError`` whose cause is logged for the operator only. :class:`SnsSigner` is the other
@@ -50,6 +63,7 @@ __all__ = [
     "certificate_url_ok",
     "fetch_certificate",
     "looks_like_raw_delivery",
+    "nesting_ok",
     "subscribe_url_ok",
     "topic_region",
 ]
@@ -85,12 +99,18 @@ _SIGNED_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
 }
 _OPTIONAL_FIELDS: Final = frozenset({"Subject"})
+_MULTILINE_FIELDS: Final = frozenset({"Message"})
+"""The one signed field that may hold newlines (a subscription confirmation's text does): it is
+the first of the string, so the fields after it, newline-free, delimit it."""
 _HASHES: Final[Mapping[str, type[hashes.HashAlgorithm]]] = {"1": hashes.SHA1, "2": hashes.SHA256}
 
 # Regions look like us-east-1, us-gov-west-1, cn-northwest-1, ap-southeast-2.
 _REGION = r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}"
 _SNS_HOST = rf"sns\.(?P<region>{_REGION})\.amazonaws\.com(?P<cn>\.cn)?"
-_CERT_URL = re.compile(rf"https://{_SNS_HOST}(?::443)?/[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*\.pem")
+# SNS names its signing certificates after a hexadecimal key id, at the root of the host.
+_CERT_URL = re.compile(
+    rf"https://{_SNS_HOST}(?::443)?/SimpleNotificationService-[0-9A-Fa-f]{{1,64}}\.pem"
+)
 _SUBSCRIBE_URL = re.compile(rf"https://{_SNS_HOST}(?::443)?/\?(?P<query>[A-Za-z0-9._~:%=&+-]+)")
 _TOPIC_ARN = re.compile(
     rf"arn:(?P<partition>aws|aws-cn|aws-us-gov):sns:(?P<region>{_REGION}):\d{{12}}:"
@@ -101,8 +121,28 @@ DEFAULT_MAX_AGE: Final = timedelta(hours=1) + C.DEFAULT_WEBHOOK_TOLERANCE
 """SNS gives up retrying an HTTPS delivery within an hour (a hard limit of its delivery
 policies), and a retry keeps the original ``Timestamp``: anything older is a replay."""
 
+MAX_ENVELOPE_BYTES: Final = 2 * 1024 * 1024
+"""SNS posts to HTTP(S) endpoints only from topics whose messages are at most 256 KiB (larger
+messages go to SQS, Lambda and Firehose alone); even with every byte escaped as ``\\u00XX``, such
+a message and the rest of its envelope stay under this. Anything larger was not sent by SNS."""
+
+MAX_DEPTH: Final = 32
+"""How deep arrays and objects may nest in an SNS envelope or an SES event: an envelope nests
+three deep (its ``MessageAttributes``), an SES event five (a subscription's topic preferences)."""
+
+MAX_CONTAINERS: Final = 10_000
+MAX_STRINGS: Final = 50_000
+"""How many arrays and objects, and how many strings, an SNS envelope or an SES event may hold:
+an SES event about fifty recipients with a hundred headers holds a few hundred arrays and
+objects and a few thousand strings; anything with more was not written by SES and is not
+scanned further."""
+
 _MAX_CERTIFICATE_BYTES = 64 * 1024
 _CERTIFICATE_TIMEOUT = 5.0
+_CERTIFICATE_DEADLINE = 10.0
+_PAIRS_TO_DROP: Final = (b"\\\\", b'\\"')  # an escaped backslash, then an escaped quote
+_KEEP_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'[]{}"')
+_ONE_BRACKET: Final = bytes.maketrans(b"{}", b"[]")
 
 
 # --------------------------------------------------------------------------- pure checks
@@ -110,7 +150,8 @@ _CERTIFICATE_TIMEOUT = 5.0
 
 def canonical_string(envelope: Mapping[str, Any]) -> bytes:
     """The bytes SNS signs for ``envelope``: ``Name\\nValue\\n`` for each signed field, in the
-    documented order. Raises ``ValueError`` when a required field is missing or not text."""
+    documented order. Raises ``ValueError`` when a required field is missing or not text, or
+    when a field other than ``Message`` holds a newline (the string would be ambiguous)."""
     kind = envelope.get("Type")
     fields = _SIGNED_FIELDS.get(kind) if isinstance(kind, str) else None
     if fields is None:
@@ -122,20 +163,76 @@ def canonical_string(envelope: Mapping[str, Any]) -> bytes:
             continue
         if not isinstance(value, str):
             raise ValueError(f"the signed field {name} is missing or not a string")
+        if "\n" in value and name not in _MULTILINE_FIELDS:
+            raise ValueError(f"the signed field {name} holds a newline")
         parts.append(f"{name}\n{value}\n")
     return "".join(parts).encode("utf-8")
 
 
+_PARTITION_REGIONS: Final[Mapping[str, Callable[[str], bool]]] = {
+    "aws": lambda region: not region.startswith(("cn-", "us-gov-")),
+    "aws-cn": lambda region: region.startswith("cn-"),
+    "aws-us-gov": lambda region: region.startswith("us-gov-"),
+}
+
+
 def topic_region(topic_arn: str) -> tuple[str, str] | None:
-    """``(partition, region)`` of a well-formed SNS topic ARN, else None."""
+    """``(partition, region)`` of a well-formed SNS topic ARN whose region belongs to its
+    partition (``aws-cn`` holds the ``cn-`` regions, ``aws-us-gov`` the ``us-gov-`` ones), else
+    None."""
     match = _TOPIC_ARN.fullmatch(topic_arn)
-    return (match["partition"], match["region"]) if match else None
+    if match is None or not _PARTITION_REGIONS[match["partition"]](match["region"]):
+        return None
+    return match["partition"], match["region"]
 
 
-def certificate_url_ok(url: str) -> bool:
-    """True only for an ``https`` URL of a ``.pem`` file on an SNS host, with no user info, no
-    port other than 443, no query and no fragment."""
-    return _CERT_URL.fullmatch(url) is not None
+def certificate_url_ok(url: str, topic_arn: str) -> bool:
+    """True only for ``https://sns.<region>.amazonaws.com/SimpleNotificationService-<hex>.pem``
+    (``.amazonaws.com.cn`` in China) whose region and partition are those of ``topic_arn``: no
+    user info, no port other than 443, no other path, no query, no fragment, no encoding."""
+    match = _CERT_URL.fullmatch(url)
+    where = topic_region(topic_arn)
+    if match is None or where is None:
+        return False
+    partition, region = where
+    return match["region"] == region and bool(match["cn"]) == (partition == "aws-cn")
+
+
+def nesting_ok(text: bytes | str, limit: int = MAX_DEPTH) -> bool:
+    """False when the JSON ``text`` nests arrays and objects deeper than ``limit``, holds more
+    than :data:`MAX_CONTAINERS` of them or :data:`MAX_STRINGS` strings, or its brackets do not
+    pair up; True otherwise, also for text that is not JSON at all, which the decoder refuses
+    next. Linear in the size of ``text``, done by bytes operations that run at memory speed,
+    and recursion-free, so that it can run before anything is known about the text.
+
+    Escaped backslashes and escaped quotes are dropped, so that the quotes left delimit the
+    strings; what lies outside them is reduced to its brackets, and innermost pairs are
+    removed one level at a time."""
+    # Fewer brackets than the limit cannot nest deeper than it, nor quotes make more strings.
+    if isinstance(text, str):
+        if text.count("[") + text.count("{") <= limit and text.count('"') <= 2 * MAX_STRINGS:
+            return True
+        data = text.encode("utf-8", "surrogatepass")
+    elif text.count(b"[") + text.count(b"{") <= limit and text.count(b'"') <= 2 * MAX_STRINGS:
+        return True
+    else:
+        data = text
+    for pair in _PAIRS_TO_DROP:
+        data = data.replace(pair, b"")
+    data = data.translate(None, _KEEP_STRUCTURE)
+    if data.count(b'"') > 2 * MAX_STRINGS:
+        return False
+    skeleton = b"".join(data.split(b'"')[0::2]).translate(_ONE_BRACKET)
+    if len(skeleton) > 2 * MAX_CONTAINERS or b"[" * (limit + 1) in skeleton:
+        return False
+    for _ in range(limit):
+        if not skeleton:
+            return True
+        inner = skeleton.replace(b"[]", b"")
+        if len(inner) == len(skeleton):
+            return False
+        skeleton = inner
+    return not skeleton
 
 
 def subscribe_url_ok(url: str, envelope: Mapping[str, Any]) -> bool:
@@ -180,15 +277,20 @@ def looks_like_raw_delivery(document: Mapping[str, Any], headers: Mapping[str, s
 
 
 def fetch_certificate(url: str) -> bytes:
-    """The default certificate loader: an HTTPS GET with a short timeout, no redirects, and a
-    size cap. Only ever called for a URL that passed :func:`certificate_url_ok`."""
+    """The default certificate loader: a GET that takes nothing but a 200 (a redirect is
+    refused, never followed), with a short timeout, an overall deadline and a size cap. Only
+    ever called for a URL that passed :func:`certificate_url_ok` (or one trusted exactly)."""
+    give_up = time.monotonic() + _CERTIFICATE_DEADLINE
     with httpx.stream("GET", url, timeout=_CERTIFICATE_TIMEOUT, follow_redirects=False) as resp:
-        resp.raise_for_status()
+        if resp.status_code != 200:
+            raise ValueError(f"the certificate URL answered {resp.status_code}, not 200")
         data = bytearray()
         for chunk in resp.iter_bytes():
             data += chunk
             if len(data) > _MAX_CERTIFICATE_BYTES:
                 raise ValueError("the signing certificate is larger than any real one")
+            if time.monotonic() > give_up:
+                raise ValueError("the signing certificate is taking too long to arrive")
     return bytes(data)
 
 
@@ -292,10 +394,19 @@ class SnsVerifier:
     ) -> dict[str, Any] | None:
         """Return the verified SNS envelope, or None for an allowed raw delivery; raise
         ``SignatureError`` otherwise."""
+        if len(body) > MAX_ENVELOPE_BYTES:
+            raise self._fail(f"the body is larger than any SNS message ({len(body)} bytes)")
+        if not nesting_ok(body):
+            raise self._fail(
+                f"the body nests deeper than {MAX_DEPTH} levels or holds more arrays, objects "
+                "or strings than any SNS message"
+            )
         try:
-            document = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise self._fail("the body is not JSON") from None
+            document = json.loads(body, object_pairs_hook=_unique_keys)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise self._fail(
+                "the body is not JSON, nests too deep, or names a field twice"
+            ) from None
         if not isinstance(document, dict):
             raise self._fail("the body is not an SNS message object")
         lowered = lower_headers(headers)
@@ -322,9 +433,10 @@ class SnsVerifier:
         topic = envelope.get("TopicArn")
         if not isinstance(topic, str) or headers.get("x-amz-sns-topic-arn") != topic:
             raise self._fail("the x-amz-sns-topic-arn header does not match the body's TopicArn")
-        header_id = headers.get("x-amz-sns-message-id")
-        if header_id is not None and header_id != envelope.get("MessageId"):
-            raise self._fail("the x-amz-sns-message-id header does not match the body")
+        # SNS sends all three headers with every request; the message id must be the one
+        # signed in the body (a request without it did not come from SNS).
+        if headers.get("x-amz-sns-message-id") != envelope.get("MessageId"):
+            raise self._fail("the x-amz-sns-message-id header is missing or not the MessageId")
         if topic_region(topic) is None:
             raise self._fail(f"{topic!r} is not an SNS topic ARN")
         if self.allowed_topic_arns is not None and topic not in self.allowed_topic_arns:
@@ -348,8 +460,14 @@ class SnsVerifier:
         except (ValueError, TypeError, binascii.Error) as exc:
             raise self._fail(f"unreadable signature or fields: {exc}") from None
         url = envelope.get("SigningCertURL")
-        if not isinstance(url, str) or not (url in self.trusted_urls or certificate_url_ok(url)):
-            raise self._fail(f"SigningCertURL {url!r} is not an https URL on an SNS host")
+        topic = envelope.get("TopicArn")
+        if not isinstance(url, str) or not isinstance(topic, str):
+            raise self._fail("the SigningCertURL is missing")
+        if url not in self.trusted_urls and not certificate_url_ok(url, topic):
+            raise self._fail(
+                f"SigningCertURL {url[:200]!r} is not an SNS signing certificate in the region "
+                f"of {topic}"
+            )
         try:
             certificate = self.cache.get(url)
         except Exception as exc:  # the loader is user code: whatever it raises, refuse
@@ -362,6 +480,15 @@ class SnsVerifier:
             raise self._fail("the signature does not match the message") from None
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all distinct: a field given twice could be read one way by
+    this check and another way by the parser."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("a field is given twice")
+    return document
+
+
 # --------------------------------------------------------------------------- signing
 
 
@@ -370,17 +497,16 @@ class SnsSigner:
     SNS does, so that tests and the local emulator produce messages that verify for real.
 
     Give ``load_certificate`` to the adapter as its ``certificate_loader``: it serves this
-    signer's certificate for whichever URL passed the host check.
+    signer's certificate for whichever URL passed the host check. Without ``certificate_url``
+    each message names a certificate on the SNS host of its topic's region, as SNS does.
     """
 
-    DEFAULT_CERTIFICATE_URL = (
-        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-unimailtrack.pem"
-    )
+    CERTIFICATE_NAME = "SimpleNotificationService-756e696d61696c747261636b2d74657374.pem"
 
     def __init__(
         self,
         *,
-        certificate_url: str = DEFAULT_CERTIFICATE_URL,
+        certificate_url: str | None = None,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
         key_size: int = 2048,
@@ -402,6 +528,12 @@ class SnsSigner:
         )
         self.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM)
 
+    def certificate_url_for(self, topic_arn: str) -> str:
+        """The ``SigningCertURL`` this signer puts on a message of ``topic_arn``."""
+        if self.certificate_url is not None:
+            return self.certificate_url
+        return f"{_sns_host(topic_arn)}/{self.CERTIFICATE_NAME}"
+
     def load_certificate(self, url: str) -> bytes:
         """A ``certificate_loader`` that serves this signer's certificate."""
         return self.certificate_pem
@@ -409,14 +541,19 @@ class SnsSigner:
     def signature(self, envelope: Mapping[str, Any], version: str = "2") -> str:
         """The base64 ``Signature`` SNS would put on ``envelope`` with ``SignatureVersion``
         ``version``."""
-        digest = _HASHES[version]()
-        raw = self._key.sign(canonical_string(envelope), padding.PKCS1v15(), digest)
+        return self.sign_bytes(canonical_string(envelope), version)
+
+    def sign_bytes(self, data: bytes, version: str = "2") -> str:
+        """The base64 signature of ``data`` as it is, unchecked: for tests that show what a
+        verifier does with a string SNS would never sign."""
+        raw = self._key.sign(data, padding.PKCS1v15(), _HASHES[version]())
         return base64.b64encode(raw).decode("ascii")
 
     def sign(self, envelope: Mapping[str, Any], version: str = "2") -> dict[str, Any]:
         """A copy of ``envelope`` with ``SignatureVersion``, ``SigningCertURL`` and
         ``Signature`` set."""
-        signed = {**envelope, "SignatureVersion": version, "SigningCertURL": self.certificate_url}
+        url = self.certificate_url_for(str(envelope.get("TopicArn")))
+        signed = {**envelope, "SignatureVersion": version, "SigningCertURL": url}
         signed["Signature"] = self.signature(signed, version)
         return signed
 
@@ -492,10 +629,15 @@ def _sns_time(when: datetime | None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _sns_url(topic_arn: str, query: str) -> str:
+def _sns_host(topic_arn: str) -> str:
+    """``https://sns.<region>.amazonaws.com`` (``.cn`` in China) for the topic's region."""
     where = topic_region(topic_arn)
     if where is None:
         raise ValueError(f"{topic_arn!r} is not an SNS topic ARN")
     partition, region = where
     suffix = ".cn" if partition == "aws-cn" else ""
-    return f"https://sns.{region}.amazonaws.com{suffix}/?{quote(query, safe='=&:')}"
+    return f"https://sns.{region}.amazonaws.com{suffix}"
+
+
+def _sns_url(topic_arn: str, query: str) -> str:
+    return f"{_sns_host(topic_arn)}/?{quote(query, safe='=&:')}"

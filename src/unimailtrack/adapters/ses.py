@@ -47,7 +47,6 @@ from unimailtrack.adapters.base import (
     Recipient,
     error_for_status,
     event_digest,
-    lower_headers,
     signature_failure,
     unknown_event,
     webhook_log,
@@ -802,12 +801,31 @@ class SESAdapter(Adapter):
 def _load(text: str | bytes, what: str) -> Any:
     try:
         return json_loads(text)
-    except (ValueError, UnicodeDecodeError):  # orjson's JSONDecodeError is a ValueError
+    except (ValueError, UnicodeDecodeError, RecursionError):  # orjson's errors are ValueErrors
         raise PayloadError(f"{what} is not JSON", provider=PROVIDER) from None
 
 
+def _bounded(text: str | bytes, what: str) -> str | bytes:
+    """``text`` when it nests no deeper than an SES event can (checked before decoding: what is
+    kept of an event must stay storable and readable); else ``PayloadError``."""
+    if not _sns.nesting_ok(text):
+        raise PayloadError(
+            f"{what} nests deeper than {_sns.MAX_DEPTH} levels, or holds more arrays, objects "
+            "or strings than any SES event",
+            provider=PROVIDER,
+        )
+    return text
+
+
 def parse_body(body: bytes, headers: Mapping[str, str] | None = None) -> list[EmailEvent]:
-    """Unwrap an SNS envelope (or take a raw delivery as it is) and map the SES event."""
+    """Unwrap an SNS envelope (or take a raw delivery as it is) and map the SES event.
+
+    Event ids are seeded with a digest of the SES event's own text (the signed ``Message``, or
+    the body of a raw delivery, which is that same text): a retried delivery yields the same
+    ids, and so does the same event under another SNS ``MessageId``, which is not what the
+    event is."""
+    # Both decoders stop a body nested too deep for them (a PayloadError); an envelope's values
+    # are strings, and what is kept of a message, the SES event, is bounded before decoding.
     document = _load(body, "the body")
     if not isinstance(document, dict):
         raise PayloadError("the body is not an SNS message object", provider=PROVIDER)
@@ -818,20 +836,21 @@ def parse_body(body: bytes, headers: Mapping[str, str] | None = None) -> list[Em
             raise PayloadError("the SNS notification has no Message", provider=PROVIDER)
         if message == _SNS_VALIDATION_MESSAGE:
             return []
-        event = _load(message, "the SNS Message")
-        sns_id = document.get("MessageId")
+        event = _load(_bounded(message, "the SNS Message"), "the SNS Message")
+        seed = event_digest(message)
         published = document.get("Timestamp")
     elif isinstance(kind, str) and kind in _SNS_CONTROL_TYPES:
         return []
     elif kind is None and _sns.looks_like_raw_delivery(document, {}):
+        _bounded(body, "the body")  # the body is the event
         event = document
-        sns_id = lower_headers(headers).get("x-amz-sns-message-id")
+        seed = event_digest(body)
         published = None
     else:
         raise PayloadError(f"not an SNS message (Type={kind!r})", provider=PROVIDER)
     if not isinstance(event, dict):
         raise PayloadError("the SES event is not an object", provider=PROVIDER)
-    return ses_events(event, sns_id if isinstance(sns_id, str) else event_digest(body), published)
+    return ses_events(event, seed, published)
 
 
 def _timestamp(value: object) -> datetime | None:
@@ -850,7 +869,7 @@ class _Source:
     notification on the hot path, and a frozen init costs more than the rest of it)."""
 
     name: str
-    sns_id: str
+    seed: str
     message_id: str
     tracking_id: str | None
     tags: list[str]
@@ -877,7 +896,7 @@ class _Source:
             kind,
             self.name,
             recipient,
-            _event_id(self.sns_id, recipient, self.name),
+            _event_id(self.seed, recipient, self.name),
             timestamp or self.sent,
             self.message_id,
             self.tracking_id,
@@ -904,12 +923,13 @@ class _Source:
         return [self.event(r, kind, timestamp, **fields) for r in destination]
 
 
-def _event_id(sns_id: str, recipient: str, name: str) -> str:
-    """The id of one recipient's event from one SNS notification: a digest of the SNS message
-    id, the recipient and the SES event type, so a retried delivery yields the same ids. (One
-    hash over NUL-joined parts, which none of them contains: half the cost of the general
-    ``event_digest`` on a path that runs for every recipient of every notification.)"""
-    data = f"{sns_id}\0{recipient}\0{name}".encode("utf-8", "surrogatepass")
+def _event_id(seed: str, recipient: str, name: str) -> str:
+    """The id of one recipient's event from one SES event: a digest of the event's seed (a
+    digest of its text), the recipient and the SES event type, so a retried delivery yields the
+    same ids. (One hash over NUL-joined parts: the seed is hexadecimal and the event type is
+    the same for every recipient, so no two recipients' parts join alike; half the cost of the
+    general ``event_digest`` on a path that runs for every recipient of every notification.)"""
+    data = f"{seed}\0{recipient}\0{name}".encode("utf-8", "surrogatepass")
     return blake2b(data, digest_size=16).hexdigest()
 
 
@@ -938,10 +958,11 @@ def _read_tags(tags: object) -> tuple[str | None, list[str], dict[str, str]]:
     return tracking_id, labels, metadata
 
 
-def ses_events(event: dict[str, Any], sns_id: str, published: object = None) -> list[EmailEvent]:
+def ses_events(event: dict[str, Any], seed: str, published: object = None) -> list[EmailEvent]:
     """Map one SES event (event publishing's ``eventType`` or a legacy ``notificationType``)
-    onto canonical events, one per recipient it concerns. ``sns_id`` seeds the event ids;
-    ``published`` (the SNS ``Timestamp``) dates an event whose mail carries no time."""
+    onto canonical events, one per recipient it concerns. ``seed`` seeds the event ids (the
+    parser gives a digest of the event's text); ``published`` (the SNS ``Timestamp``) dates an
+    event whose mail carries no time."""
     name = str(event.get("eventType") or event.get("notificationType") or "")
     if name in _CONTROL_NOTIFICATIONS:
         return []
@@ -952,7 +973,7 @@ def ses_events(event: dict[str, Any], sns_id: str, published: object = None) -> 
     tracking_id, tags, metadata = _read_tags(mail.get("tags"))
     source = _Source(
         name=name,
-        sns_id=sns_id,
+        seed=seed,
         message_id=message_id,
         tracking_id=tracking_id,
         tags=tags,
@@ -978,7 +999,7 @@ def _unknown(source: _Source, reason: str) -> EmailEvent:
         reason,
         provider_event=source.name,
         timestamp=source.sent,
-        digest_source=f"{source.sns_id}\n{source.name}",
+        digest_source=f"{source.seed}\n{source.name}",
     )
 
 

@@ -55,7 +55,8 @@ log = logging.getLogger("unimailtrack.emulator")
 PROVIDERS: Final = ("sendgrid", "mailgun", "ses")
 """The providers the emulator imitates, in the order it lists them."""
 
-CERTIFICATE_PATH: Final = "/sns/SimpleNotificationService-unimailtrack-emulator.pem"
+# The shape of SNS's own certificate URLs: a hexadecimal name at the root of the host.
+CERTIFICATE_PATH: Final = "/SimpleNotificationService-756e696d61696c747261636b2d656d75.pem"
 MAX_REQUEST_BYTES: Final = 40 * 1024 * 1024
 """Larger than any provider takes (SendGrid's 30 MB is the largest), so each refuses first."""
 

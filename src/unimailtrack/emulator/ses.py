@@ -429,7 +429,7 @@ class SESEmulator:
 
     @property
     def certificate_url(self) -> str:
-        return self.signer.certificate_url
+        return self.signer.certificate_url_for(self.topic_arn)
 
     @property
     def certificate_pem(self) -> bytes:
@@ -533,6 +533,10 @@ class SESEmulator:
 
     def event(self, copy: SentCopy, index: int, at: datetime) -> dict[str, Any]:
         step = copy.steps[index]
+        # SES dates each event to the millisecond and no two of one message share one; the
+        # adapter tells events apart by their text, so steps planned for the same instant (no
+        # delay) are a millisecond apart each, in their order.
+        at += timedelta(milliseconds=index)
         detail = _EVENTS[step.kind](copy, step, at)
         return {
             "MessageId": str(uuid.uuid5(_SNS_IDS, f"{copy.message_id}/{copy.recipient}/{index}")),

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from unimailtrack import _constants as C
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import lower_headers, signature_failure
 from unimailtrack.errors import SignatureError
 
@@ -293,7 +294,7 @@ class SnsVerifier:
         """Return the verified SNS envelope, or None for an allowed raw delivery; raise
         ``SignatureError`` otherwise."""
         try:
-            document = json.loads(body)
+            document = load_untrusted(body)
         except (ValueError, UnicodeDecodeError):
             raise self._fail("the body is not JSON") from None
         if not isinstance(document, dict):

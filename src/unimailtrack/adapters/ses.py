@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 import httpx
 
 from unimailtrack._http import parse_retry_after
-from unimailtrack._json import loads as json_loads
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters import _sns
 from unimailtrack.adapters._sns import CertificateLoader, SnsSigner, SnsVerifier
 from unimailtrack.adapters.base import (
@@ -801,7 +801,7 @@ class SESAdapter(Adapter):
 
 def _load(text: str | bytes, what: str) -> Any:
     try:
-        return json_loads(text)
+        return load_untrusted(text)
     except (ValueError, UnicodeDecodeError):  # orjson's JSONDecodeError is a ValueError
         raise PayloadError(f"{what} is not JSON", provider=PROVIDER) from None
 

@@ -382,7 +382,7 @@ def _parse_event(item: Any) -> EmailEvent:
             metadata={str(k): str(v) for k, v in item.get("metadata", {}).items()},
             raw=item,
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError, OSError) as exc:
         return unknown_event(
             "memory",
             item,

@@ -1091,7 +1091,7 @@ def _complaint(event: dict[str, Any], source: _Source) -> list[EmailEvent]:
 def _delivery(event: dict[str, Any], source: _Source) -> list[EmailEvent]:
     delivery = event["delivery"]
     response = delivery.get("smtpResponse")
-    status = _status_of(None, response)
+    status = _status_of(None, response if isinstance(response, str) else None)
     when = _timestamp(delivery.get("timestamp"))
     return [
         source.event(r, EventType.DELIVERED, when, reason=response, smtp_status=status)

@@ -11,6 +11,7 @@ raises is a 503, never a 500.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fuzz_webhooks as F
 import webhook_kits
@@ -489,3 +492,67 @@ def test_a_deep_body_through_every_signed_path_is_never_a_500(
     text = json.dumps(envelope).replace('"@@"', "[" * 1000 + "]" * 1000).encode()
     receiver = WebhookReceiver({"ses": ses.adapter}, tracker)
     assert receiver.handle("ses", headers, text).status == 401  # unreadable: not verified
+
+
+# --------------------------------------------------------------------------- the bounds
+
+_ANY = st.one_of(
+    st.none(),
+    st.text(max_size=40),
+    st.text(alphabet=st.sampled_from("a\x00\ud800é"), min_size=200, max_size=700),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    texts=st.lists(_ANY, min_size=9, max_size=9),
+    attempt=st.one_of(st.none(), st.integers(), st.text(max_size=12), st.floats()),
+    tags=st.one_of(st.lists(_ANY, max_size=120), _ANY),
+    metadata=st.one_of(st.dictionaries(st.text(max_size=300), _ANY, max_size=5), _ANY),
+)
+def test_whatever_a_parser_passes_the_event_is_within_the_bounds(
+    texts: list[Any], attempt: Any, tags: Any, metadata: Any
+) -> None:
+    name, recipient, event_id, message_id, tracking_id, reason, status, url, agent = texts
+    event = make_event(
+        "x",
+        EventType.DELIVERED,
+        name,
+        recipient,
+        event_id,
+        NOW,
+        message_id,
+        tracking_id,
+        reason,
+        None,
+        status,
+        attempt,
+        url,
+        agent,
+        None,
+        tags,
+        metadata,
+        {"raw": texts},
+    )
+    fields = event.to_dict()
+    for key in ("provider_event", "recipient", "event_id"):
+        assert isinstance(fields[key], str)
+    for key in ("message_id", "tracking_id", "reason", "smtp_status", "url", "user_agent"):
+        assert fields[key] is None or isinstance(fields[key], str)
+    every = [v for v in fields.values() if isinstance(v, str)]
+    every += [*event.tags, *event.metadata, *event.metadata.values()]
+    for text in every:
+        assert "\x00" not in text
+        text.encode("utf-8")  # no lone surrogate
+    for key in ("event_id", "message_id", "tracking_id"):
+        assert fields[key] is None or len(fields[key].encode()) <= ID_MAX_BYTES
+    assert len(event.recipient.encode()) <= 320
+    assert event.reason is None or len(event.reason) <= REASON_MAX
+    assert event.attempt is None or 0 <= event.attempt <= ATTEMPT_MAX
+    assert len(event.tags) <= 100 and len(event.metadata) <= 256
+    assert dataclasses.replace(event) == event  # settled: settling again changes nothing

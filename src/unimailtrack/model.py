@@ -787,8 +787,8 @@ def _repair(event: Any) -> None:
         put(event, "bounce", _BK(bounce))
     put(event, "provider", storable_text(event.provider, NAME_MAX) or "")
     put(event, "provider_event", storable_text(event.provider_event, NAME_MAX) or "")
-    event_id = event.event_id
-    put(event, "event_id", _id(event_id) or _digest(repr(event.raw)))
+    event_id = _id(event.event_id)
+    put(event, "event_id", _digest(repr(event.raw)) if event_id is None else event_id)
     put(event, "message_id", _id(event.message_id))
     put(event, "tracking_id", _id(event.tracking_id))
     put(event, "reason", storable_text(event.reason, REASON_MAX))

@@ -20,6 +20,7 @@ all. The tree::
     │   ├── SignatureError          not authentic, not fresh, or replayed
     │   └── PayloadError            the body cannot be read
     └── StoreError                  the tracking store could not complete an operation
+        └── StoreContentError       the store refused what it was given (never retried)
 
 Every error carries ``provider`` (which adapter raised it), ``status`` (the HTTP status, when
 there was a response) and ``detail`` (the provider's own error text), and its message says
@@ -48,6 +49,7 @@ __all__ = [
     "RecipientSuppressed",
     "SendError",
     "SignatureError",
+    "StoreContentError",
     "StoreError",
     "UnimailtrackError",
     "WebhookError",
@@ -249,3 +251,14 @@ class StoreError(UnimailtrackError):
     Usually the database is unreachable, full or locked for too long. The operation can be
     retried as a whole; a webhook receiver answers 5xx so that the provider retries.
     """
+
+    retryable: bool = True
+
+
+class StoreContentError(StoreError):
+    """The store refused the content of an operation, not for an outage: a value it cannot
+    hold (a NUL character, a number out of range, a key too long for its index). The same
+    content is refused every time, so retrying is pointless; a webhook receiver keeps such a
+    batch as a dead letter and answers 400. Nothing of the operation was written."""
+
+    retryable = False

@@ -9,6 +9,7 @@ input with a precise message.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import (
@@ -49,6 +51,8 @@ __all__ = [
     "Suppression",
     "make_event",
     "new_tracking_id",
+    "settle",
+    "storable_text",
     "suppression_key",
 ]
 
@@ -407,6 +411,18 @@ class EmailEvent:
 
     ``raw`` is the provider's event as it arrived, so nothing is ever lost; ``event_id`` is the
     provider's unique id or a deterministic digest, so a retried webhook yields the same ids.
+
+    Every event is storable as built, whatever a provider sent: construction (and
+    ``make_event``) settles each field within the bounds below, so that no store refuses it.
+    Text has NUL characters and lone surrogates replaced by U+FFFD and is cut to its bound
+    (ending in ``…``); a number or boolean where text belongs becomes its text, an object or a
+    list is dropped (``raw`` keeps it). Ids longer than ``ID_MAX_BYTES`` (UTF-8) are replaced by
+    a digest of themselves (``blake2b:`` and 32 hex digits), so that they stay unique and stable.
+    ``attempt`` outside ``0 ..  ATTEMPT_MAX`` becomes None. An event whose recipient cannot be an
+    address (not text, or over ``RECIPIENT_MAX_BYTES``) becomes ``unknown`` with
+    ``recipient=""`` and the reason. ``tags`` keeps the first ``TAGS_MAX``, ``metadata`` the
+    first ``METADATA_MAX`` entries. A ``type`` or ``bounce`` given as a plain string is taken
+    as that enum member, or refused with ``ValueError``.
     """
 
     provider: str
@@ -444,6 +460,9 @@ class EmailEvent:
     def from_dict(cls, data: dict[str, Any]) -> EmailEvent:
         event: EmailEvent = _event_adapter().validate_python(data)
         return event.checked()
+
+    def __post_init__(self) -> None:
+        settle(self)
 
     def checked(self) -> EmailEvent:
         if self.timestamp.tzinfo is None:
@@ -488,7 +507,7 @@ def make_event(
     which costs more than the rest of mapping a provider event. This fills the mutable twin
     instead and turns it into an ``EmailEvent`` by class assignment (CPython allows it between
     classes of identical layout): the result is an ordinary frozen ``EmailEvent``. Like the
-    constructor, it validates nothing.
+    constructor, it settles every field within the storable bounds (see ``EmailEvent``).
     """
     event = _EventDraft(
         provider,
@@ -510,6 +529,26 @@ def make_event(
         {} if metadata is None else metadata,
         {} if raw is None else raw,
     )
+    if not _sane(
+        type,
+        provider,
+        provider_event,
+        recipient,
+        event_id,
+        message_id,
+        tracking_id,
+        reason,
+        bounce,
+        smtp_status,
+        attempt,
+        url,
+        user_agent,
+        machine,
+        event.tags,
+        event.metadata,
+        event.raw,
+    ):
+        _repair(event)
     _set_class(event, "__class__", EmailEvent)
     built: EmailEvent = event
     return built
@@ -519,3 +558,279 @@ _code = make_event.__code__
 if _code.co_varnames[: _code.co_argcount] != EmailEvent.__slots__:  # pragma: no cover
     raise ImportError("make_event's parameters no longer follow EmailEvent's fields")
 del _code
+
+
+# --------------------------------------------------------------------------- storable bounds
+#
+# What any store can hold, chosen so that the keys fit PostgreSQL's B-tree index rows (about
+# 2,700 bytes, for the widest key: provider, message key and recipient key together) and the
+# numbers its columns: ``attempt`` is a 32-bit INTEGER.
+
+ID_MAX_BYTES = 255
+"""``event_id``, ``message_id``, ``tracking_id``: longer ones are replaced by a digest."""
+RECIPIENT_MAX_BYTES = 320
+"""64 for the local part, 1 for ``@``, 255 for the domain (RFC 3696): longer is no address."""
+NAME_MAX = 255
+"""``provider``, ``provider_event``, ``smtp_status``, each tag, each metadata key."""
+REASON_MAX = 16 * 1024
+"""The remote server's reply: an SMTP reply line is at most 512 octets and multi-line replies
+run to a few of them, so a real reason is never cut."""
+URL_MAX = 8 * 1024
+USER_AGENT_MAX = 2 * 1024
+METADATA_VALUE_MAX = 8 * 1024
+TAGS_MAX = 100
+METADATA_MAX = 256
+ATTEMPT_MAX = 2**31 - 1
+
+_S = str
+_ET = EventType
+_BK = BounceKind
+_BAD_CHARS = re.compile("[\x00\ud800-\udfff]")
+_CUT = "\u2026"
+
+
+def _digest(text: str) -> str:
+    return "blake2b:" + blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _as_text(value: Any) -> str | None:
+    """A scalar where text belongs as its text; None for anything else."""
+    if value.__class__ is bool:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        try:
+            return str(value)
+        except ValueError:  # an integer of more digits than str() will write
+            return None
+    return None
+
+
+def storable_text(value: Any, limit: int) -> str | None:
+    """``value`` as text any store holds: NUL characters and lone surrogates replaced by
+    U+FFFD, at most ``limit`` characters (cut text ends in ``…``); a number or boolean as its
+    text; None for None or anything else."""
+    if not isinstance(value, str):
+        return _as_text(value)
+    text = value if value.__class__ is _S else _S(value)
+    if "\x00" in text or not text.isascii():
+        text = _BAD_CHARS.sub("\ufffd", text)
+    if len(text) > limit:
+        text = text[: limit - 1] + _CUT
+    return text
+
+
+def _fits(value: str, limit: int) -> bool:
+    return len(value) <= limit and (value.isascii() or len(value.encode()) <= limit)
+
+
+def _id(value: Any) -> str | None:
+    text = storable_text(value, 1 << 62)
+    if text is None and value is not None:  # an object or a list: no id, but a stable one
+        text = _digest(repr(value))
+    if text is None or _fits(text, ID_MAX_BYTES):
+        return text
+    return _digest(text)
+
+
+def _label(value: Any) -> str:
+    """Text for a tag or a metadata value: a string as it is, anything else as its JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    text = _as_text(value)
+    if text is not None:
+        return text
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
+def _attempt(value: Any) -> int | None:
+    if value.__class__ is int:
+        return value if 0 <= value <= ATTEMPT_MAX else None
+    if value.__class__ is _S and value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+        return number if number <= ATTEMPT_MAX else None
+    if value.__class__ is float and value.is_integer() and 0 <= value <= ATTEMPT_MAX:
+        return int(value)
+    return None
+
+
+def settle(event: Any) -> None:
+    """Bring an event (an ``EmailEvent`` or its draft) within the storable bounds, in place."""
+    if not _sane(
+        event.type,
+        event.provider,
+        event.provider_event,
+        event.recipient,
+        event.event_id,
+        event.message_id,
+        event.tracking_id,
+        event.reason,
+        event.bounce,
+        event.smtp_status,
+        event.attempt,
+        event.url,
+        event.user_agent,
+        event.machine,
+        event.tags,
+        event.metadata,
+        event.raw,
+    ):
+        _repair(event)
+
+
+def _sane(
+    kind: Any,
+    provider: Any,
+    name: Any,
+    recipient: Any,
+    event_id: Any,
+    message_id: Any,
+    tracking_id: Any,
+    reason: Any,
+    bounce: Any,
+    status: Any,
+    attempt: Any,
+    url: Any,
+    agent: Any,
+    machine: Any,
+    tags: Any,
+    metadata: Any,
+    raw: Any,
+) -> bool:
+    """Whether every field is within the storable bounds already: the hot path, which only
+    reads. One join of the text fields (which refuses anything but strings) and one of the
+    tags and of the metadata, one scan of each for NUL and non-ASCII characters, and length
+    checks only when the whole is longer than the smallest bound. Anything outside goes to
+    :func:`_repair`, which checks and fixes each field on its own."""
+    if not (
+        kind.__class__ is _ET
+        and (bounce is None or bounce.__class__ is _BK)
+        and (attempt is None or (attempt.__class__ is int and 0 <= attempt <= ATTEMPT_MAX))
+        and (machine is None or machine.__class__ is bool)
+        and tags.__class__ is list
+        and metadata.__class__ is dict
+        and raw.__class__ is dict
+        and len(tags) <= TAGS_MAX
+        and len(metadata) <= METADATA_MAX
+    ):
+        return False
+    try:
+        text = "".join(
+            (
+                provider,
+                name,
+                recipient,
+                event_id,
+                "" if message_id is None else message_id,
+                "" if tracking_id is None else tracking_id,
+                "" if reason is None else reason,
+                "" if status is None else status,
+                "" if url is None else url,
+                "" if agent is None else agent,
+            )
+        )
+        labels = "".join(tags) if tags else ""
+        keys = values = ""
+        if metadata:
+            keys = "".join(metadata)
+            values = "".join(metadata.values())
+    except TypeError:  # something that is not a string
+        return False
+    if "\x00" in text or not text.isascii():
+        return False
+    if labels and (
+        "\x00" in labels
+        or not labels.isascii()
+        or (len(labels) > NAME_MAX and max(map(len, tags)) > NAME_MAX)
+    ):
+        return False
+    if keys and (
+        "\x00" in keys
+        or "\x00" in values
+        or not keys.isascii()
+        or not values.isascii()
+        or (len(keys) > NAME_MAX and max(map(len, metadata)) > NAME_MAX)
+        or (
+            len(values) > METADATA_VALUE_MAX
+            and max(map(len, metadata.values())) > METADATA_VALUE_MAX
+        )
+    ):
+        return False
+    if len(text) <= NAME_MAX:
+        return True
+    return not (
+        len(provider) > NAME_MAX
+        or len(name) > NAME_MAX
+        or len(recipient) > RECIPIENT_MAX_BYTES
+        or len(event_id) > ID_MAX_BYTES
+        or (message_id is not None and len(message_id) > ID_MAX_BYTES)
+        or (tracking_id is not None and len(tracking_id) > ID_MAX_BYTES)
+        or (reason is not None and len(reason) > REASON_MAX)
+        or (status is not None and len(status) > NAME_MAX)
+        or (url is not None and len(url) > URL_MAX)
+        or (agent is not None and len(agent) > USER_AGENT_MAX)
+    )
+
+
+def _repair(event: Any) -> None:
+    """Check and fix every field of ``event`` on its own (see ``EmailEvent``)."""
+    put = object.__setattr__
+    kind = event.type
+    if kind.__class__ is not _ET:
+        put(event, "type", _ET(kind))  # a plain string: that member, or ValueError
+    bounce = event.bounce
+    if bounce is not None and bounce.__class__ is not _BK:
+        put(event, "bounce", _BK(bounce))
+    put(event, "provider", storable_text(event.provider, NAME_MAX) or "")
+    put(event, "provider_event", storable_text(event.provider_event, NAME_MAX) or "")
+    event_id = _id(event.event_id)
+    put(event, "event_id", _digest(repr(event.raw)) if event_id is None else event_id)
+    put(event, "message_id", _id(event.message_id))
+    put(event, "tracking_id", _id(event.tracking_id))
+    put(event, "reason", storable_text(event.reason, REASON_MAX))
+    put(event, "smtp_status", storable_text(event.smtp_status, NAME_MAX))
+    put(event, "url", storable_text(event.url, URL_MAX))
+    put(event, "user_agent", storable_text(event.user_agent, USER_AGENT_MAX))
+    attempt = event.attempt
+    put(event, "attempt", None if attempt is None else _attempt(attempt))
+    machine = event.machine
+    if machine is not None and machine.__class__ is not bool:
+        put(event, "machine", bool(machine) if machine in (0, 1) else None)
+    tags = event.tags
+    if isinstance(tags, str):
+        tags = [tags]
+    elif not isinstance(tags, list | tuple):
+        tags = []
+    put(
+        event,
+        "tags",
+        [storable_text(_label(t), NAME_MAX) or "" for t in tags[:TAGS_MAX]],
+    )
+    metadata = event.metadata
+    entries = list(metadata.items())[:METADATA_MAX] if isinstance(metadata, dict) else []
+    put(
+        event,
+        "metadata",
+        {
+            storable_text(_label(k), NAME_MAX) or "": storable_text(_label(v), METADATA_VALUE_MAX)
+            or ""
+            for k, v in entries
+        },
+    )
+    raw = event.raw
+    if raw.__class__ is not dict:
+        put(event, "raw", dict(raw) if isinstance(raw, dict) else {"value": raw})
+    recipient = event.recipient
+    text = storable_text(recipient, 1 << 62)
+    if text is None or not _fits(text, RECIPIENT_MAX_BYTES):
+        put(event, "recipient", "")
+        put(event, "type", _ET.UNKNOWN)
+        put(event, "bounce", None)
+        what = "is not text" if text is None else f"is longer than {RECIPIENT_MAX_BYTES} bytes"
+        put(event, "reason", f"the recipient {what}, so it cannot be an address (see raw)")
+    else:
+        put(event, "recipient", text)

@@ -10,12 +10,14 @@ retry every other non-2xx as well, Amazon SNS drops a 4xx.
 
 =====  ==============================================================================
 200    the batch is durably stored, or every event in it was stored before (a retry)
-400    the body cannot be read; it is kept as a dead letter with the reason
+400    the body cannot be read, or the store refused what it holds (``StoreContentError``);
+       it is kept as a dead letter with the reason, never retried forever
 401    the signature, the freshness or the replay check failed; nothing is stored (the retry
        of a request already stored is a 200: its events count as duplicates)
 404    no adapter is configured under that provider name
 413    the body is larger than ``max_body_size``; it is not verified or read further
-503    the store failed; nothing of the batch is written, the provider retries later
+503    the store failed (any error but a content refusal); nothing of the batch is
+       written, the provider retries later
 =====  ==============================================================================
 
 A provider's single-use token (Mailgun) is spent in the transaction that stores the events
@@ -42,7 +44,7 @@ from unimailtrack import _constants as C
 from unimailtrack.adapters.base import Adapter, InMemoryNonceStore, ReplayToken
 from unimailtrack.errors import ConfigurationError, PayloadError, SendError, SignatureError
 from unimailtrack.model import EmailEvent
-from unimailtrack.tracking import IngestResult, StateChange, StoreError
+from unimailtrack.tracking import IngestResult, StateChange, StoreContentError, StoreError
 
 __all__ = ["EventStore", "WebhookReceiver", "WebhookResponse"]
 
@@ -402,7 +404,10 @@ class WebhookReceiver:
         except SignatureError:
             return UNAUTHORIZED
         except PayloadError as exc:
-            return (yield from self._dead_letter(provider, body, headers, exc))
+            log.warning(
+                "%s webhook: unreadable body (%d bytes): %s", provider, len(body), exc.message
+            )
+            return (yield from self._dead_letter(provider, body, headers, exc.message, "payload"))
         except StoreError as exc:  # the replay store is the tracker, and it is down
             log.error("%s webhook: the replay check could not reach the store: %s", provider, exc)
             return STORE_UNAVAILABLE
@@ -423,8 +428,17 @@ class WebhookReceiver:
                 stored: IngestResult | None = yield _IngestOnce(self.tracker, events, tokens)
             else:
                 stored = yield _Ingest(self.tracker, events)
-        except StoreError as exc:
-            log.error("%s webhook: storing %d event(s) failed: %s", provider, len(events), exc)
+        except StoreContentError as exc:
+            # Refused for what it holds: a retry would be refused alike, so keep it instead.
+            log.error("%s webhook: the store refused a batch: %s", provider, exc)
+            self._pin(tokens)
+            reason = f"the store refused the batch: {exc.message}"
+            return (yield from self._dead_letter(provider, body, headers, reason, "refused"))
+        except Exception as exc:  # StoreError, or whatever else a store raised: retry later
+            if isinstance(exc, StoreError):
+                log.error("%s webhook: storing %d event(s) failed: %s", provider, len(events), exc)
+            else:
+                log.exception("%s webhook: the store failed unexpectedly", provider)
             self._pin(tokens)
             return STORE_UNAVAILABLE
         for token in tokens:
@@ -519,18 +533,17 @@ class WebhookReceiver:
         return _answer(200, {"ok": True, "events": len(events)})
 
     def _dead_letter(
-        self, provider: str, body: bytes, headers: Mapping[str, str], error: PayloadError
+        self, provider: str, body: bytes, headers: Mapping[str, str], reason: str, error: str
     ) -> Generator[_Step, Any, WebhookResponse]:
-        reason = error.message
-        log.warning("%s webhook: unreadable body (%d bytes): %s", provider, len(body), reason)
+        """Keep the body with ``reason`` and answer 400 (``error`` names the kind); when it
+        cannot be kept, answer 503 so that the provider sends it again rather than lose it."""
         if self.tracker is not None:
             try:
                 yield _DeadLetter(self.tracker, provider, body, headers, reason)
-            except StoreError as exc:
-                # Not kept: let the provider send it again rather than lose it.
+            except Exception as exc:
                 log.error("%s webhook: keeping a dead letter failed: %s", provider, exc)
                 return STORE_UNAVAILABLE
-        return _refusal(400, "payload", reason)
+        return _refusal(400, error, reason)
 
     def _callbacks(
         self, events: Sequence[EmailEvent], changes: Sequence[StateChange]

@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode
 import httpx
 
 from unimailtrack import _constants as C
-from unimailtrack._json import loads as json_loads
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import (
     Adapter,
     Call,
@@ -686,7 +686,7 @@ def decode_body(
 
 def _json_body(body: bytes) -> dict[str, Any]:
     try:
-        data = json_loads(body)
+        data = load_untrusted(body)
     except (ValueError, RecursionError) as exc:
         raise _payload_error(f"not JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -1190,13 +1190,13 @@ def _legacy_variables(form: Form) -> dict[str, str]:
     headers = form.first("message-headers")
     if headers:
         try:
-            pairs = json_loads(headers)
+            pairs = load_untrusted(headers)
         except (ValueError, RecursionError):
             raise _field_error("message-headers", "a JSON list of headers") from None
         for pair in pairs if isinstance(pairs, list) else ():
             if isinstance(pair, list) and len(pair) == 2 and pair[0] == "X-Mailgun-Variables":
                 try:
-                    found = json_loads(pair[1])
+                    found = load_untrusted(pair[1])
                 except (TypeError, ValueError, RecursionError):
                     continue
                 if isinstance(found, dict):

@@ -32,6 +32,7 @@ import httpx
 
 from unimailtrack import _constants as C
 from unimailtrack._http import HttpxAsyncTransport, HttpxTransport
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import (
     Adapter,
     Call,
@@ -345,7 +346,7 @@ class MemoryAdapter(Adapter):
         cls, body: bytes, headers: Mapping[str, str] | None = None
     ) -> list[EmailEvent]:
         try:
-            payload = json.loads(body)
+            payload = load_untrusted(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise PayloadError(
                 f"memory webhook body is not JSON: {exc}", provider=cls.name
@@ -381,7 +382,7 @@ def _parse_event(item: Any) -> EmailEvent:
             metadata={str(k): str(v) for k, v in item.get("metadata", {}).items()},
             raw=item,
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError, OverflowError, OSError) as exc:
         return unknown_event(
             "memory",
             item,

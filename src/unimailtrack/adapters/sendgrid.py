@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from unimailtrack import _constants as C
 from unimailtrack._http import read_request
-from unimailtrack._json import loads as json_loads
+from unimailtrack._json import load_untrusted
 from unimailtrack._version import __version__
 from unimailtrack.adapters.base import (
     Adapter,
@@ -645,7 +645,7 @@ def parse_events(
     orjson's when ``unimailtrack[fast]`` is installed, else the standard library's.
     """
     try:
-        items = (loads or json_loads)(body)
+        items = load_untrusted(body, decode=loads)
     except (ValueError, RecursionError) as exc:
         raise PayloadError(
             "the SendGrid webhook body is not valid JSON", provider=PROVIDER, detail=str(exc)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 import httpx
 
 from unimailtrack._http import parse_retry_after
-from unimailtrack._json import loads as json_loads
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters import _sns
 from unimailtrack.adapters._sns import CertificateLoader, SnsSigner, SnsVerifier
 from unimailtrack.adapters.base import (
@@ -800,8 +800,8 @@ class SESAdapter(Adapter):
 
 def _load(text: str | bytes, what: str) -> Any:
     try:
-        return json_loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # orjson's errors are ValueErrors
+        return load_untrusted(text)
+    except (ValueError, UnicodeDecodeError):  # orjson's JSONDecodeError is a ValueError
         raise PayloadError(f"{what} is not JSON", provider=PROVIDER) from None
 
 
@@ -1112,7 +1112,7 @@ def _complaint(event: dict[str, Any], source: _Source) -> list[EmailEvent]:
 def _delivery(event: dict[str, Any], source: _Source) -> list[EmailEvent]:
     delivery = event["delivery"]
     response = delivery.get("smtpResponse")
-    status = _status_of(None, response)
+    status = _status_of(None, response if isinstance(response, str) else None)
     when = _timestamp(delivery.get("timestamp"))
     return [
         source.event(r, EventType.DELIVERED, when, reason=response, smtp_status=status)

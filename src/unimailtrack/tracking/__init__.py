@@ -24,7 +24,7 @@ from unimailtrack.tracking._records import (
     SendRecord,
     StateChange,
 )
-from unimailtrack.tracking._store import Store, StoreError
+from unimailtrack.tracking._store import Store, StoreContentError, StoreError
 from unimailtrack.tracking._tracker import Tracker
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "SendRecord",
     "StateChange",
     "Store",
+    "StoreContentError",
     "StoreError",
     "Tracker",
 ]

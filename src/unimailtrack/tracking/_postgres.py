@@ -41,6 +41,7 @@ from unimailtrack.tracking._store import (
     Statement,
     Step,
     Store,
+    StoreContentError,
     StoreError,
     Write,
     adrive,
@@ -173,6 +174,32 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected)
 
 
+_CONTENT_CLASSES = frozenset({"22", "23", "54"})
+"""SQLSTATE classes that refuse the data rather than report an outage: data exceptions (a NUL
+character, an integer out of range, ``\\u0000`` in JSONB), integrity constraint violations,
+and program limits (an index row too large). The same data fails the same way every time."""
+
+
+def _refuses_content(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised running a program) is the data's fault, not the server's."""
+    import psycopg
+
+    if isinstance(exc, UnicodeEncodeError | OverflowError):  # refused while encoding a value
+        return True
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:  # raised by the driver itself: a value it cannot adapt or dump
+        return isinstance(exc, psycopg.DataError | psycopg.ProgrammingError)
+    return state[:2] in _CONTENT_CLASSES
+
+
+def _refusal(exc: BaseException) -> StoreError:
+    if _refuses_content(exc):
+        return StoreContentError(f"the PostgreSQL store refused the data: {exc}")
+    return StoreError(f"the PostgreSQL store failed: {exc}")
+
+
 def _text_json(conn: Any) -> None:
     # JSON columns come back as text, as SQLite's do, so that both share one row mapping.
     from psycopg.types.string import TextLoader
@@ -292,8 +319,8 @@ class PostgresStore(Store):
 
         try:
             return with_retries(once, _transient)
-        except self._psycopg.Error as exc:  # PoolTimeout included
-            raise StoreError(f"the PostgreSQL store failed: {exc}") from exc
+        except (self._psycopg.Error, UnicodeEncodeError, OverflowError) as exc:  # PoolTimeout too
+            raise _refusal(exc) from exc
 
     async def _apool(self) -> AsyncConnectionPool:
         from psycopg_pool import AsyncConnectionPool
@@ -348,8 +375,8 @@ class PostgresStore(Store):
 
         try:
             return await awith_retries(once, _transient)
-        except self._psycopg.Error as exc:  # PoolTimeout included
-            raise StoreError(f"the PostgreSQL store failed: {exc}") from exc
+        except (self._psycopg.Error, UnicodeEncodeError, OverflowError) as exc:  # PoolTimeout too
+            raise _refusal(exc) from exc
 
     # ------------------------------------------------------------------ listening
 

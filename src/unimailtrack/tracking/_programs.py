@@ -30,6 +30,8 @@ from typing import Any
 from unimailtrack.errors import ConfigurationError
 from unimailtrack.lifecycle import EXPIRED_REASON, RANK, MessageState, fold
 from unimailtrack.model import (
+    NAME_MAX,
+    REASON_MAX,
     BounceKind,
     DeliveryStatus,
     Email,
@@ -38,6 +40,7 @@ from unimailtrack.model import (
     SendResult,
     Suppression,
     dedupe_key,
+    storable_text,
     suppression_key,
 )
 from unimailtrack.tracking._records import (
@@ -116,7 +119,10 @@ _ARRIVED_BITS = _bits(*_ARRIVED)
 _IN_LIST_CHUNK = 500
 
 
-_STDLIB_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_STDLIB_DUMPS = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str).encode
+"""ASCII output: a lone surrogate (which a ``raw`` decoded by the standard library may hold)
+is written as its ``\\u`` escape, which both backends store, instead of a character that
+cannot be encoded."""
 
 
 def _json_encoder() -> Callable[[Any], str]:
@@ -202,7 +208,12 @@ def event_rows(events: Iterable[EmailEvent], received_at_us: int) -> list[EventR
     recipient_keys: dict[str, tuple[str, str]] = {}
     rows: list[EventRow] = []
     append = rows.append
+    raw: Any = None
+    raw_json = ""
     for event in events:
+        if event.raw is not raw:  # the events one notification fans out to share their raw
+            raw = event.raw
+            raw_json = dumps(raw)
         recipient = event.recipient
         keys = recipient_keys.get(recipient)
         if keys is None:
@@ -240,7 +251,7 @@ def event_rows(events: Iterable[EmailEvent], received_at_us: int) -> list[EventR
                 event.machine,
                 dumps(tags) if tags else None,
                 dumps(metadata) if metadata else None,
-                dumps(event.raw),
+                raw_json,
                 received_at_us,
             )
         )
@@ -1122,10 +1133,16 @@ _PRIVATE_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 def record_dead_letter(
     provider: str, body: bytes, headers: Mapping[str, str], reason: str, now_us: int
 ) -> Program[int]:
-    kept = {k: v for k, v in headers.items() if k.lower() not in _PRIVATE_HEADERS}
+    # The reason and the headers may quote what was sent: keep them storable too.
+    kept = {
+        storable_text(k, NAME_MAX) or "": storable_text(v, REASON_MAX) or ""
+        for k, v in headers.items()
+        if k.lower() not in _PRIVATE_HEADERS
+    }
+    why = storable_text(reason, REASON_MAX) or ""
     rows = yield Write(
         "INSERT INTO dead_letters (provider, received_at_us, reason, headers, body)",
-        [(provider, now_us, reason, dumps(kept), bytes(body))],
+        [(storable_text(provider, NAME_MAX) or "", now_us, why, dumps(kept), bytes(body))],
         "RETURNING id",
     )
     return int(rows[0][0])

@@ -32,6 +32,7 @@ from unimailtrack.tracking._store import (
     Rows,
     Statement,
     Store,
+    StoreContentError,
     StoreError,
     Upsert,
     Write,
@@ -116,6 +117,25 @@ class SQLiteDialect(Dialect):
             chunk += [chunk[-1]] * (size - len(chunk))
             found.extend(execute(_lookup_sql(table, key, columns, size), chunk))
         return found
+
+
+_CONTENT_ERRORS = (
+    sqlite3.DataError,  # a string or blob too big
+    sqlite3.IntegrityError,  # a constraint (NOT NULL, CHECK, a trigger's RAISE) refused a row
+    OverflowError,  # an integer beyond 64 bits
+    UnicodeEncodeError,  # a lone surrogate in a string
+)
+"""Errors that say the data was refused, not that the database is unavailable: the same
+data fails the same way every time, so retrying it is pointless."""
+
+
+def _refuses_content(exc: sqlite3.Error) -> bool:
+    """A value the driver cannot bind (``Error binding parameter 3: type 'dict' is not
+    supported``): the content's fault. Every other ``sqlite3.Error`` (locked, busy, disk I/O,
+    full, corrupt, closed) is the store's."""
+    return isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError) and str(
+        exc
+    ).startswith("Error binding parameter")
 
 
 _NULL = float("nan")
@@ -222,7 +242,11 @@ class SQLiteStore(Store):
             conn = self._connection()
             try:
                 return self._transaction(conn, program, write)
+            except _CONTENT_ERRORS as exc:
+                raise StoreContentError(f"the SQLite store refused the data: {exc}") from exc
             except sqlite3.Error as exc:
+                if _refuses_content(exc):
+                    raise StoreContentError(f"the SQLite store refused the data: {exc}") from exc
                 raise StoreError(f"the SQLite store failed: {exc}") from exc
 
     def _transaction(

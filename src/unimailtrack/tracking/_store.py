@@ -36,7 +36,7 @@ from functools import cache
 from itertools import chain
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from unimailtrack.errors import StoreError
+from unimailtrack.errors import StoreContentError, StoreError
 from unimailtrack.tracking._records import StateChange
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "Rows",
     "Statement",
     "Store",
+    "StoreContentError",
     "StoreError",
     "Upsert",
     "Write",

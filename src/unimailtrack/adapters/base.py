@@ -30,6 +30,7 @@ import httpx
 from unimailtrack import _constants as C
 from unimailtrack._http import (
     AiohttpTransport,
+    AsyncioTransport,
     AsyncTransport,
     HttpxAsyncTransport,
     HttpxTransport,
@@ -137,11 +138,12 @@ class Adapter(ABC):
     ) -> None:
         self._transport = transport
         self._async_transport: AsyncTransport | None = None
-        self._async_transport_kind = "httpx"
+        self._async_transport_kind = "asyncio"
         if isinstance(async_transport, str):
-            if async_transport not in ("httpx", "aiohttp"):
+            if async_transport not in ("asyncio", "httpx", "aiohttp"):
                 raise ConfigurationError(
-                    f"unknown async transport {async_transport!r}; use 'httpx' or 'aiohttp'"
+                    f"unknown async transport {async_transport!r}; use 'asyncio' (the "
+                    "default), 'httpx' or 'aiohttp'"
                 )
             self._async_transport_kind = async_transport
         elif async_transport is not None:
@@ -189,12 +191,16 @@ class Adapter(ABC):
                 self._async_transport = AiohttpTransport(
                     timeout=self.timeout, limit=self.max_concurrency
                 )
-            else:
+            elif self._async_transport_kind == "httpx":
                 self._async_transport = HttpxAsyncTransport(
                     client=httpx.AsyncClient(
                         timeout=self.timeout,
                         limits=httpx.Limits(max_connections=self.max_concurrency),
                     )
+                )
+            else:
+                self._async_transport = AsyncioTransport(
+                    timeout=self.timeout, max_connections=self.max_concurrency
                 )
         return self._async_transport
 

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import respx
 
-from unimailtrack._http import AsyncioTransport, read_request
+from unimailtrack._h11 import AsyncioTransport
+from unimailtrack._http import read_request
 from unimailtrack.adapters.sendgrid import SendGridAdapter
 from unimailtrack.errors import ProviderUnavailable
 

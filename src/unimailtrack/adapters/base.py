@@ -14,7 +14,6 @@ one place.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import threading
@@ -30,7 +29,6 @@ import httpx
 from unimailtrack import _constants as C
 from unimailtrack._http import (
     AiohttpTransport,
-    AsyncioTransport,
     AsyncTransport,
     HttpxAsyncTransport,
     HttpxTransport,
@@ -199,6 +197,8 @@ class Adapter(ABC):
                     )
                 )
             else:
+                from unimailtrack._h11 import AsyncioTransport
+
                 self._async_transport = AsyncioTransport(
                     timeout=self.timeout, max_connections=self.max_concurrency
                 )
@@ -306,6 +306,8 @@ class Adapter(ABC):
             # which cost more CPU than building and reading the request.
             outcomes = [await self._attempt(calls[0])]
         else:
+            import asyncio  # here: parsing a webhook imports this module, not the event loop
+
             gate = asyncio.Semaphore(self.max_concurrency)
 
             async def run(call: Call) -> list[RecipientResult] | SendError:

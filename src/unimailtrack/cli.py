@@ -745,9 +745,15 @@ def stats(args: argparse.Namespace) -> int:
         if args.rows:
             try:
                 statuses = args.status.split(",") if args.status else None
-                rows = tracker.bulk_rows(
-                    args.bulk_id, sort=args.sort, descending=args.desc, status=statuses
+                from unimailtrack.tracking import Page
+
+                # Every row, read a page at a time (a table needs them all for its widths).
+                every = tuple(
+                    tracker.iter_bulk_rows(
+                        args.bulk_id, sort=args.sort, descending=args.desc, status=statuses
+                    )
                 )
+                rows = Page(every, None, len(every))
             except ValueError as exc:
                 _error(str(exc))
                 return Exit.USAGE

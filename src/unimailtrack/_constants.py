@@ -20,3 +20,7 @@ DEFAULT_MAX_CONCURRENCY = 50
 
 DEFAULT_WEBHOOK_TOLERANCE = timedelta(minutes=5)
 DEFAULT_MAX_WEBHOOK_BODY = 10 * 1024 * 1024
+
+WEBHOOK_CONCURRENCY = 2
+"""Webhook bodies one web app process verifies, parses and stores at once (see
+``web._app.webhook_endpoint``); more wait their turn."""

@@ -23,6 +23,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+
+def _json_library() -> str:
+    from unimailtrack import _json
+
+    return "stdlib json" if _json.loads.__module__.startswith("json") else "orjson"
+
+
+JSON_LIBRARY = _json_library()
+"""The decoder unimailtrack's webhook parsing uses in this process."""
+
 RESULTS = Path(os.environ.get("UNIMAILTRACK_BENCH_RESULTS", Path(__file__).parent / ".results"))
 
 

@@ -223,3 +223,20 @@ def test_an_adapter_sends_through_it_by_default_and_a_respx_mock_still_sees_the_
         await adapter.aclose()
 
     run(test)
+
+
+def test_an_idle_connection_to_another_host_makes_room_at_the_limit() -> None:
+    first, second = Server(lambda n: ok(b'{"host": 1}')), Server(lambda n: ok(b'{"host": 2}'))
+
+    async def test() -> None:
+        async with first as one, second as two:
+            transport = AsyncioTransport(timeout=5, max_connections=1)
+            assert (await transport.send(post(one))).json() == {"host": 1}
+            # The one connection allowed is idle, to the first host: the second gets it.
+            answer = await asyncio.wait_for(transport.send(post(two)), 5)
+            assert answer.json() == {"host": 2}
+            assert (await transport.send(post(one))).json() == {"host": 1}
+            await transport.aclose()
+        assert (first.connections, second.connections) == (2, 1)
+
+    run(test)

@@ -103,6 +103,8 @@ class AsyncioTransport:
             connection.close()
             self._open -= 1
         while self._open >= self._limit:
+            if self._evict_idle():  # an idle connection to another host makes room
+                break
             waiter = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
@@ -142,6 +144,15 @@ class AsyncioTransport:
             self._timeout,
         )
         return connection
+
+    def _evict_idle(self) -> bool:
+        """Close one idle connection (to whichever host), if there is one."""
+        for connections in self._idle.values():
+            if connections:
+                connections.pop(0).close()
+                self._open -= 1
+                return True
+        return False
 
     def _release(self, origin: tuple[bytes, bytes, int], connection: _H11Connection) -> None:
         if connection.reusable:

@@ -240,3 +240,26 @@ def test_an_idle_connection_to_another_host_makes_room_at_the_limit() -> None:
         assert (first.connections, second.connections) == (2, 1)
 
     run(test)
+
+
+def test_form_and_multipart_bodies_go_whole_with_their_length() -> None:
+    server = Server(lambda n: ok())
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            form = httpx.Request("POST", base + "/v3/d/messages", data={"to": "a@example.com"})
+            files = httpx.Request(
+                "POST",
+                base + "/v3/d/messages",
+                data={"to": "a@example.com"},
+                files={"attachment": ("a.txt", b"attached bytes", "text/plain")},
+            )
+            assert (await transport.send(form)).status_code == 202
+            assert (await transport.send(files)).status_code == 202
+            await transport.aclose()
+        assert server.requests[0].endswith(b"\r\n\r\nto=a%40example.com")
+        assert b"attached bytes" in server.requests[1]
+        assert b'name="to"' in server.requests[1]
+
+    run(test)

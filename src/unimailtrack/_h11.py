@@ -278,7 +278,10 @@ class _H11Connection(asyncio.Protocol):
         self._response = None
         self._body = []
         url = request.url
-        content = request.content
+        try:
+            content = request.content
+        except httpx.RequestNotRead:  # a streamed body (multipart): read it whole
+            content = await request.aread()
         head = connection.send(
             h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
         )

@@ -263,3 +263,17 @@ def test_form_and_multipart_bodies_go_whole_with_their_length() -> None:
         assert b'name="to"' in server.requests[1]
 
     run(test)
+
+
+def test_one_transport_serves_one_event_loop_after_another_and_after_closing() -> None:
+    transport = AsyncioTransport(timeout=5)
+    for _ in range(2):  # two asyncio.run calls, as a script calling a helper twice does
+        server = Server(lambda n: ok())
+
+        async def test(server: Server = server) -> None:
+            async with server as base:
+                assert (await transport.send(post(base))).status_code == 202
+                await transport.aclose()
+                assert (await transport.send(post(base))).status_code == 202
+
+        run(test)

@@ -7,6 +7,7 @@ parsing a webhook never loads the event loop or h11.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import sys
@@ -54,6 +55,8 @@ class AsyncioTransport:
         self._tls: ssl.SSLContext | None = None
         self._fallback: HttpxAsyncTransport | None = None
         self._mocked: HttpxAsyncTransport | None = None
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         if _environment_proxies():
             self._fallback = HttpxAsyncTransport(
                 httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=self._limit))
@@ -64,6 +67,8 @@ class AsyncioTransport:
             return await self._fallback.send(request)
         if _httpcore_replaced():
             return await self._through_httpx().send(request)
+        if asyncio.get_running_loop() is not self._loop:
+            self._start_over()
         url = request.url
         origin = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS.get(url.raw_scheme, 0))
         try:
@@ -84,6 +89,17 @@ class AsyncioTransport:
             await response.aread()  # undoes the encoding, as httpx does
             return response
         return read_response(status, headers, content, request)
+
+    def _start_over(self) -> None:
+        """Forget the connections of another event loop (one that ``asyncio.run`` ended, say):
+        they cannot be used from this one."""
+        for connections in self._idle.values():
+            for connection in connections:
+                with contextlib.suppress(RuntimeError):  # their loop may be closed
+                    connection.close()
+        self._idle, self._open, self._waiting = {}, 0, deque()
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
 
     def _through_httpx(self) -> HttpxAsyncTransport:
         if self._mocked is None:
@@ -155,7 +171,7 @@ class AsyncioTransport:
         return False
 
     def _release(self, origin: tuple[bytes, bytes, int], connection: _H11Connection) -> None:
-        if connection.reusable:
+        if connection.reusable and not self._closed:
             self._idle.setdefault(origin, []).append(connection)
         else:
             connection.close()
@@ -174,6 +190,7 @@ class AsyncioTransport:
             if other is not None:
                 await other.aclose()
         self._mocked = None
+        self._closed = True  # a connection still in use closes when it is given back
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for connection in connections:

@@ -57,7 +57,7 @@ def main() -> None:
         to_floor = tuple(f / o for f, o in zip(floor.ratios, ours.ratios, strict=True))
         note = (
             f"parse takes {sorted(to_floor)[len(to_floor) // 2]:.2f}x the time of decoding "
-            "the same body alone"
+            f"the same body alone ({floor.label})"
         )
         if JSON_LIBRARY == "stdlib json":
             wanted, what = 2.0, "both on stdlib json"

@@ -35,7 +35,7 @@ def main() -> int:
             total += 1
             met += t.met
             sign = ">=" if t.at_least else "<="
-            figure = f"{t.value:6.2f}{t.unit} [{t.low:.2f}..{t.high:.2f}] {sign} {t.threshold:g}"
+            figure = f"{t.value:6.3f}{t.unit} [{t.low:.2f}..{t.high:.2f}] {sign} {t.threshold:g}"
             status = "met" if t.met else "NOT MET"
             print(f"  {name:<11} {t.target:<{width}} {figure:<30} {status}")
             if t.note:

@@ -1,40 +1,72 @@
-"""How long ``import unimailtrack`` takes, against ``import pydantic`` and a bare interpreter.
+"""How long ``import unimailtrack`` takes, against ``import httpx, pydantic`` in one process.
 
-Each figure is the median of fresh interpreters, measured with ``-X importtime``.
+Each round starts a fresh interpreter per contender (in rotating order) and times the import
+statement inside it by the process's CPU time (importing is CPU work once the files are cached,
+and CPU time does not count the waits of a busy machine), so interpreter start-up is left
+out; the ratio is taken within the round. ``import httpx, pydantic`` is the reference: the two
+libraries every send builds on. The table shows min / median / max of the per-round ratios.
+
+Run with ``.venv-bench/bin/python bench/import_time.py`` (``--rounds N``, default 21).
 """
 
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
+from pathlib import Path
 
-RUNS = 15
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _harness import print_table, record_targets, rounds, target_from_row
+
+ROUNDS = 21
+REFERENCE = "import httpx, pydantic"
+OURS = "import unimailtrack"
 
 
-def import_us(module: str) -> float:
-    samples = []
-    for _ in range(RUNS):
-        out = subprocess.run(
-            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
-        line = next(x for x in reversed(out.splitlines()) if x.rstrip().endswith(f"| {module}"))
-        samples.append(int(line.split("|")[1]))
-    return statistics.median(samples)
+def imports_per_second(statement: str) -> float:
+    """1 / seconds the ``statement`` takes in a fresh interpreter."""
+    code = (
+        "import time\n"
+        "started = time.process_time()\n"
+        f"{statement}\n"
+        "print(time.process_time() - started)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return 1 / float(out.stdout)
 
 
 def main() -> None:
-    ours = import_us("unimailtrack")
-    pydantic = import_us("pydantic")
-    httpx = import_us("httpx")
-    print(f"import unimailtrack  {ours / 1000:7.1f} ms")
-    print(
-        f"import pydantic      {pydantic / 1000:7.1f} ms  (unimailtrack is {ours / pydantic:.2f}x)"
+    count = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else ROUNDS
+    rows = rounds(
+        {
+            REFERENCE: lambda: imports_per_second("import httpx, pydantic"),
+            OURS: lambda: imports_per_second("import unimailtrack"),
+        },
+        reference=REFERENCE,
+        count=count,
+        unit="/s",
     )
-    print(f"import httpx         {httpx / 1000:7.1f} ms  (unimailtrack is {ours / httpx:.2f}x)")
+    print_table(
+        f"Import time in a fresh interpreter, {count} rounds (rate: imports per second)",
+        rows,
+        reference=REFERENCE,
+    )
+    ours = next(r for r in rows if r.label == OURS)
+    for row in rows:
+        print(f"  {row.label}: {1000 / row.rate:.1f} ms (median)")
+    record_targets(
+        "import_time",
+        [
+            # a time ratio: the reference's rate over ours
+            target_from_row(
+                "import unimailtrack / import httpx, pydantic (time)",
+                type(ours)(ours.label, ours.rate, ours.unit, tuple(1 / r for r in ours.ratios)),
+                1.15,
+                at_least=False,
+            )
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -21,12 +21,12 @@ from urllib.parse import parse_qsl
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, print_table, rate, setup_django
+from _harness import JSON_LIBRARY, Row, print_table, rounds, setup_django, timed_rate
 from unimailtrack.adapters.mailgun import MailgunAdapter
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "webhooks"
 REFERENCE = "django-anymail parse_events"
-ROUNDS = 3
+ROUNDS = 7
 
 
 def bodies() -> list[tuple[bytes, dict[str, str]]]:
@@ -87,14 +87,16 @@ def measure() -> tuple[str, list[Row], str]:
         "unimailtrack parse_webhook": run_ours,
         REFERENCE: run_anymail,
     }
-    # Rounds interleave the contenders, so a burst of load elsewhere on the machine slows
-    # one round of each rather than every measurement of one.
-    best = dict.fromkeys(runs, 0.0)
-    for _ in range(ROUNDS):
-        for label, run in runs.items():
-            best[label] = max(best[label], rate(run, count))
-    rows = [Row(label, events_per_second) for label, events_per_second in best.items()]
-    title = f"Mailgun webhook parsing ({count} bodies: JSON events and a legacy form)"
+    # Rounds interleave the contenders in rotating order; each ratio is taken within a round.
+    rows = rounds(
+        {label: timed_rate(run, count) for label, run in runs.items()},
+        reference=REFERENCE,
+        count=ROUNDS,
+    )
+    title = (
+        f"Mailgun webhook parsing ({count} bodies: JSON events and a legacy form; "
+        f"{ROUNDS} rounds; unimailtrack decodes with {JSON_LIBRARY})"
+    )
     return title, rows, REFERENCE
 
 

@@ -21,11 +21,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, print_table, rate, setup_django
+from _harness import JSON_LIBRARY, Row, print_table, rounds, setup_django, timed_rate
 from unimailtrack.adapters.ses import SESAdapter, SnsSigner
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "webhooks"
 REFERENCE = "django-anymail parse_events"
+ROUNDS = 7
 
 Case = tuple[bytes, dict[str, str], datetime]
 
@@ -94,13 +95,22 @@ def measure() -> tuple[str, list[Row], str]:
         for body, headers, clock in cases:
             verifier.verify_webhook(body, headers, now=clock)
 
-    rows = [
-        Row("decode only (json.loads, envelope + message)", rate(run_decode, events)),
-        Row("unimailtrack parse_webhook", rate(run_ours, events)),
-        Row(REFERENCE, rate(run_anymail, events)),
-        Row("unimailtrack verify_webhook (cached cert)", rate(run_verify, len(cases)), "checks/s"),
-    ]
-    title = f"Amazon SES webhook parsing ({len(cases)} SNS bodies, {events} events)"
+    rows = rounds(
+        {
+            "decode only (json.loads, envelope + message)": timed_rate(run_decode, events),
+            "unimailtrack parse_webhook": timed_rate(run_ours, events),
+            REFERENCE: timed_rate(run_anymail, events),
+            "unimailtrack verify_webhook (cached cert), checks/s": timed_rate(
+                run_verify, len(cases)
+            ),
+        },
+        reference=REFERENCE,
+        count=ROUNDS,
+    )
+    title = (
+        f"Amazon SES webhook parsing ({len(cases)} SNS bodies, {events} events; {ROUNDS} "
+        f"rounds; unimailtrack decodes with {JSON_LIBRARY})"
+    )
     return title, rows, REFERENCE
 
 

@@ -2,20 +2,24 @@
 
 A stub on 127.0.0.1, in a process of its own, answers every request as SendGrid's Mail Send
 does (``202 Accepted`` with an ``X-Message-Id``) over keep-alive connections. 1,000 individual
-sends (one recipient each) go through ``AsyncMailer`` with the httpx and the aiohttp transport
-at 50 in flight, through ``Mailer`` one after the other, and through the official SDK one after
-the other (its reference row). Then a 10,000-recipient bulk send shows how many requests it
-takes. The stub serves a fixed number of requests and stops by itself, also when the benchmark
-dies (it stops after a few idle seconds).
+sends (one recipient each) go through the official SDK one after the other (the reference),
+through ``Mailer`` one after the other, through ``AsyncMailer`` on the default configuration
+(the httpx transport, no optional extra) at 1, 2, 10 and 50 in flight, and through
+``AsyncMailer`` with the aiohttp transport at 50 in flight. Then a 10,000-recipient bulk send
+shows how many requests it takes. The stub serves requests until nothing comes for a few
+seconds, so it also stops when the benchmark dies.
 
 Every row sends the same message to the same stub: the SDK's ``Mail`` carries the same sender
 and display name, the metadata as a custom arg and tracking explicitly off, as the library
-sends them. Every row is warmed up with 50 sends first, and each row's figure is its best of
-five runs, the rows taking turns so that a busy spell on the machine hits all of them. The
-concurrent rows keep 50 sends in flight with 50 workers, each taking the next e-mail when its
-send is done, so that the harness spends no task and no semaphore of its own on each send.
+sends them, and both encode the body with the standard json module unless orjson is installed
+(the SDK always uses the standard json module; the row says which the library used). Every
+run warms up with 50 sends first. Each round runs every row once, in an order that rotates
+from round to round, and takes each row's ratio to the SDK's rate of that same round; the
+table shows min / median / max of those ratios. The concurrent rows keep N sends in flight
+with N workers, each taking the next e-mail when its send is done, so that the harness spends
+no task and no semaphore of its own on each send.
 
-Run with ``.venv-bench/bin/python bench/send.py``.
+Run with ``.venv-bench/bin/python bench/send.py`` (``--rounds N``, default 7).
 """
 
 from __future__ import annotations
@@ -30,13 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, print_table
+from _harness import Row, print_table, record_targets, rounds, target_from_row
 from unimailtrack import Email
 from unimailtrack.mailer import AsyncMailer, Mailer
 
 SENDS = 1000
 IN_FLIGHT = 50
-RUNS = 5
+ROUNDS = 7
 WARMUP = IN_FLIGHT
 BULK = 10_000
 API_KEY = "SG.bench.key"
@@ -116,7 +120,9 @@ def _run_stub(budget: int, idle_seconds: float, ready: Connection) -> None:
     asyncio.run(_serve(budget, idle_seconds, ready))
 
 
-def start_stub(budget: int, idle_seconds: float = 5.0) -> tuple[multiprocessing.Process, int]:
+def start_stub(
+    budget: int = 1 << 62, idle_seconds: float = 5.0
+) -> tuple[multiprocessing.Process, int]:
     """A stub serving ``budget`` requests, in its own process; returns it and its port."""
     receive, send = multiprocessing.Pipe(duplex=False)
     process = multiprocessing.Process(
@@ -143,8 +149,8 @@ def emails(count: int) -> list[Email]:
     ]
 
 
-async def _in_flight(mailer: AsyncMailer, batch: list[Email]) -> None:
-    """Send ``batch`` with ``IN_FLIGHT`` sends always in flight: one worker per slot, each
+async def _in_flight(mailer: AsyncMailer, batch: list[Email], in_flight: int) -> None:
+    """Send ``batch`` with ``in_flight`` sends always in flight: one worker per slot, each
     taking the next e-mail when its send is done (as a queue consumer would), so that the
     harness adds no task or semaphore of its own per send."""
     pending = iter(batch)
@@ -153,17 +159,17 @@ async def _in_flight(mailer: AsyncMailer, batch: list[Email]) -> None:
         for email in pending:
             await mailer.send(email)
 
-    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    await asyncio.gather(*(worker() for _ in range(in_flight)))
 
 
-def timed_async(dsn: str, batch: list[Email]) -> float:
-    """Seconds for ``batch`` through one AsyncMailer, ``IN_FLIGHT`` sends at a time."""
+def timed_async(dsn: str, batch: list[Email], in_flight: int) -> float:
+    """Seconds for ``batch`` through one AsyncMailer, ``in_flight`` sends at a time."""
 
     async def main() -> float:
         async with AsyncMailer(dsn) as mailer:
-            await _in_flight(mailer, batch[:WARMUP])  # open the connections
+            await _in_flight(mailer, batch[:WARMUP], in_flight)  # open the connections
             start = time.perf_counter()
-            await _in_flight(mailer, batch)
+            await _in_flight(mailer, batch, in_flight)
             return time.perf_counter() - start
 
     return asyncio.run(main())
@@ -234,43 +240,75 @@ def bulk_send(dsn: str) -> tuple[int, float]:
     return asyncio.run(main())
 
 
+def _json_library() -> str:
+    from unimailtrack.adapters import sendgrid
+
+    return "orjson" if sendgrid._dumps is not sendgrid._stdlib_dumps else "stdlib json"
+
+
 def main() -> None:
-    per_run = SENDS + WARMUP
-    budget = 4 * RUNS * per_run + 10  # four senders, and the bulk send's ten requests
-    stub, port = start_stub(budget)
-    base = f"sendgrid://{API_KEY}@default?base_url=http://127.0.0.1:{port}"
-    async_dsn = f"{base}&max_concurrency={IN_FLIGHT}&max_retries=0"
+    count = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else ROUNDS
+    stub, port = start_stub()
+    base = f"sendgrid://{API_KEY}@default?base_url=http://127.0.0.1:{port}&max_retries=0"
+    async_dsn = f"{base}&max_concurrency={IN_FLIGHT}"
     batch = emails(SENDS)
-    measured: list[tuple[str, Callable[[], float]]] = [
-        (
-            "AsyncMailer, aiohttp, 50 in flight",
-            lambda: timed_async(f"{async_dsn}&transport=aiohttp", batch),
-        ),
-        ("AsyncMailer, httpx, 50 in flight", lambda: timed_async(async_dsn, batch)),
-        ("Mailer, httpx, sequential", lambda: timed_sync(f"{base}&max_retries=0", batch)),
-        (REFERENCE, lambda: timed_official(port, SENDS)),
-    ]
+    encoder = _json_library()
+    default = f"AsyncMailer, default (asyncio + h11), {IN_FLIGHT} in flight, {encoder}"
+    aiohttp_row = f"AsyncMailer, aiohttp, {IN_FLIGHT} in flight, {encoder}"
+    sequential = f"Mailer, httpx, sequential, {encoder}"
+    contenders: dict[str, Callable[[], float]] = {
+        REFERENCE: lambda: SENDS / timed_official(port, SENDS),
+        sequential: lambda: SENDS / timed_sync(base, batch),
+    }
+    for flight in (1, 2, 10):
+        label = f"AsyncMailer, default (asyncio + h11), {flight} in flight, {encoder}"
+        contenders[label] = lambda n=flight: SENDS / timed_async(async_dsn, batch, n)  # type: ignore[misc]
+    contenders[default] = lambda: SENDS / timed_async(async_dsn, batch, IN_FLIGHT)
+    contenders[aiohttp_row] = lambda: (
+        SENDS / timed_async(f"{async_dsn}&transport=aiohttp", batch, IN_FLIGHT)
+    )
     try:
-        best = dict.fromkeys((label for label, _ in measured), float("inf"))
-        for _ in range(RUNS):  # interleaved, so that a busy spell on the machine hits every row
-            for label, fn in measured:
-                best[label] = min(best[label], fn())
-        rows = [Row(label, SENDS / seconds, "sends/s") for label, seconds in best.items()]
-        requests, seconds = bulk_send(f"{async_dsn}&transport=aiohttp")
+        rows = rounds(contenders, reference=REFERENCE, count=count, unit="sends/s")
+        requests, seconds = bulk_send(async_dsn)
     finally:
+        stub.terminate()
         stub.join(timeout=10)
-        if stub.is_alive():
-            stub.terminate()
     print_table(
         f"SendGrid Mail Send: {SENDS:,} sends of one recipient to a local stub "
-        f"(best of {RUNS} interleaved runs)",
+        f"({count} interleaved rounds; the SDK uses stdlib json)",
         rows,
         reference=REFERENCE,
     )
     print(
         f"\n  a {BULK:,}-recipient bulk send went out in {requests} requests "
-        f"({seconds:.2f} s through AsyncMailer with aiohttp)"
+        f"({seconds:.2f} s through AsyncMailer on the default transport)"
     )
+    by_label = {row.label: row for row in rows}
+    mailer = by_label[sequential]
+    targets = [
+        target_from_row(
+            f"async send, default transport, {IN_FLIGHT} in flight / official SDK sequential",
+            by_label[default],
+            5.0,
+        ),
+        target_from_row(
+            f"async send, aiohttp, {IN_FLIGHT} in flight / official SDK sequential",
+            by_label[aiohttp_row],
+            8.0,
+        ),
+    ]
+    for row in rows:
+        if row.label.startswith("AsyncMailer, default"):
+            flight = row.label.split(", ")[2]
+            ratios = tuple(a / b for a, b in zip(row.ratios, mailer.ratios, strict=True))
+            targets.append(
+                target_from_row(
+                    f"async send, default transport, {flight} / sequential Mailer",
+                    Row(row.label, row.rate, row.unit, ratios),
+                    1.0,
+                )
+            )
+    record_targets("send", targets)
 
 
 if __name__ == "__main__":

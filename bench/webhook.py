@@ -1,18 +1,17 @@
 """Webhook receiving end to end: signed 1,000-event SendGrid batches posted to ``serve``.
 
-``unimailtrack serve`` runs in its own process on 127.0.0.1 with a fresh SQLite store and the
-SendGrid adapter holding a freshly generated verification key. Thirty bodies of 1,000 mixed
-events each (the generator of ``parse_sendgrid.py``, every event id unique) are signed with
-ECDSA as SendGrid signs them and posted over loopback, one after another on one keep-alive
-connection, then from four connections at once against a fresh server and store (every event
-is new, so every batch is verified, parsed, stored in one transaction and answered 200).
+Thirty bodies of 1,000 mixed events each (the generator of ``parse_sendgrid.py``, every event
+id unique, so every batch is verified, parsed, stored in one transaction and answered 200) are
+signed with ECDSA as SendGrid signs them. The reference is ``WebhookReceiver.handle`` in this
+process over an SQLite tracker: verify, parse, store, no HTTP. The other rows post the same
+kind of bodies over loopback to ``unimailtrack serve`` (a child process, a fresh SQLite store of
+its own, the SendGrid adapter holding the verification key): from one keep-alive connection,
+then from 8 at once, with 1 worker and with ``--workers 2``. Each round starts every contender
+afresh (server started and warmed up with two bodies before the clock starts), in rotating
+order, and takes its ratio to the reference of that round. The latency of each request at 8
+clients is recorded: the p50 and p99 over all rounds are printed.
 
-The reference is the bare parse of the same bodies in this process, no verification and no
-store: what a request costs beyond reading its events. Also shown, in process: verify +
-parse, and ``WebhookReceiver.handle`` over an SQLite tracker (verify, parse, store), which
-tells the store's share from the HTTP server's.
-
-Run with ``.venv/bin/python bench/webhook.py``.
+Run with ``.venv-bench/bin/python bench/webhook.py`` (``--rounds N``, default 5).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, print_table, rate
+from _harness import Row, print_table, record_targets, rounds, target_from_row
 from parse_sendgrid import batch
 from unimailtrack.adapters.sendgrid import SendGridAdapter, SendGridWebhookSigner
 from unimailtrack.tracking import Tracker
@@ -39,14 +38,15 @@ from unimailtrack.webhooks import WebhookReceiver
 
 BODIES = 30
 EVENTS_PER_BODY = 1000
-CLIENTS = 4
-REFERENCE = "parse only (in process)"
+CLIENTS = 8
+ROUNDS = 5
+REFERENCE = "WebhookReceiver.handle, in process"
 
 Request = tuple[bytes, dict[str, str]]
 
 
 @contextmanager
-def serving(public_key: str, store: Path) -> Iterator[str]:
+def serving(public_key: str, store: Path, workers: int = 1) -> Iterator[str]:
     """``unimailtrack serve`` in a child process; yields its base URL."""
     env = {
         **os.environ,
@@ -55,6 +55,7 @@ def serving(public_key: str, store: Path) -> Iterator[str]:
         "UNIMAILTRACK_STORE": f"sqlite:///{store}",
     }
     command = [sys.executable, "-m", "unimailtrack.cli", "serve", "--port", "0"]
+    command += ["--workers", str(workers)]
     process = subprocess.Popen(
         [*command, "--log-level", "warning"], env=env, stdout=subprocess.PIPE, text=True
     )
@@ -79,21 +80,25 @@ def signed(signer: SendGridWebhookSigner, seeds: range) -> list[Request]:
     return requests
 
 
-def post_all(url: str, requests: Sequence[Request], clients: int) -> float:
-    """Seconds to post every request, spread over ``clients`` keep-alive connections."""
+def post_all(url: str, requests: Sequence[Request], clients: int) -> tuple[float, list[float]]:
+    """Seconds to post every request, spread over ``clients`` keep-alive connections, and
+    each request's latency."""
     shares = [requests[i::clients] for i in range(clients)]
+    latencies: list[float] = []
 
     def post(share: Sequence[Request]) -> None:
         with httpx.Client(base_url=url, timeout=60) as client:
             for body, headers in share:
+                sent = time.perf_counter()
                 answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
+                latencies.append(time.perf_counter() - sent)
                 if answer.status_code != 200 or answer.json()["new"] != EVENTS_PER_BODY:
                     raise RuntimeError(f"unexpected answer {answer.status_code}: {answer.text}")
 
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(post, shares))
-    return time.perf_counter() - started
+    return time.perf_counter() - started, latencies
 
 
 def handle_all(adapter: SendGridAdapter, store: Path, requests: Sequence[Request]) -> float:
@@ -111,39 +116,82 @@ def handle_all(adapter: SendGridAdapter, store: Path, requests: Sequence[Request
 
 
 def main() -> None:
+    count = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else ROUNDS
     signer = SendGridWebhookSigner()
     adapter = SendGridAdapter(webhook_keys=signer.public_key)
-    sample_body, sample_headers = signed(signer, range(1))[0]
-    rows = [
-        Row(REFERENCE, rate(lambda: adapter.parse_webhook(sample_body), EVENTS_PER_BODY)),
-        Row(
-            "verify + parse (in process)",
-            rate(lambda: adapter.unwrap(sample_body, sample_headers), EVENTS_PER_BODY),
-        ),
-    ]
-    with tempfile.TemporaryDirectory() as scratch:
-        requests = signed(signer, range(999, 1000 + BODIES))
-        seconds = handle_all(adapter, Path(scratch) / "bench.sqlite3", requests)
-    label = "receiver.handle (in process, SQLite)"
-    rows.append(Row(label, BODIES * EVENTS_PER_BODY / seconds))
-    requests_per_second = {label: BODIES / seconds}
-    for clients in (1, CLIENTS):
-        with (
-            tempfile.TemporaryDirectory() as scratch,
-            serving(signer.public_key, Path(scratch) / "bench.sqlite3") as url,
-        ):
-            post_all(url, signed(signer, range(1000, 1002)), 1)  # warm up: imports, schema
-            seconds = post_all(url, signed(signer, range(2000, 2000 + BODIES)), clients)
-        label = f"serve over loopback, {clients} client{'s' if clients > 1 else ''}"
-        requests_per_second[label] = BODIES / seconds
-        rows.append(Row(label, BODIES * EVENTS_PER_BODY / seconds))
+    seeds = iter(range(10_000, 10_000_000, BODIES + 2))
+    latencies: list[float] = []
+
+    def in_process() -> float:
+        seed = next(seeds)
+        requests = signed(signer, range(seed, seed + BODIES + 1))
+        with tempfile.TemporaryDirectory() as scratch:
+            return (
+                BODIES
+                * EVENTS_PER_BODY
+                / handle_all(adapter, Path(scratch) / "bench.sqlite3", requests)
+            )
+
+    def through_serve(clients: int, workers: int) -> Callable[[], float]:
+        def run() -> float:
+            seed = next(seeds)
+            warm = signed(signer, range(seed, seed + 2))
+            timed = signed(signer, range(seed + 2, seed + 2 + BODIES))
+            with (
+                tempfile.TemporaryDirectory() as scratch,
+                serving(signer.public_key, Path(scratch) / "bench.sqlite3", workers) as url,
+            ):
+                post_all(url, warm, min(clients, 2))  # imports, schema, each worker's first
+                seconds, taken = post_all(url, timed, clients)
+            if clients == CLIENTS:
+                latencies.extend(taken)
+            return BODIES * EVENTS_PER_BODY / seconds
+
+        return run
+
+    one = "serve, 1 worker, 1 client"
+    many = f"serve, 1 worker, {CLIENTS} clients"
+    two = f"serve, --workers 2, {CLIENTS} clients"
+    rows = rounds(
+        {
+            REFERENCE: in_process,
+            one: through_serve(1, 1),
+            many: through_serve(CLIENTS, 1),
+            two: through_serve(CLIENTS, 2),
+        },
+        reference=REFERENCE,
+        count=count,
+    )
     print_table(
-        f"Signed SendGrid webhooks, {EVENTS_PER_BODY:,} events a request, SQLite store",
+        f"Signed SendGrid webhooks, {EVENTS_PER_BODY:,} events a request, SQLite store, "
+        f"{count} rounds",
         rows,
         reference=REFERENCE,
     )
-    for label, value in requests_per_second.items():
-        print(f"  {label}: {value:,.1f} requests/s")
+    ordered = sorted(latencies)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    print(
+        f"  latency of a request at {CLIENTS} clients over {len(ordered)} requests: "
+        f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+    )
+    by = {row.label: row for row in rows}
+    growth = tuple(a / b for a, b in zip(by[two].ratios, by[many].ratios, strict=True))
+    record_targets(
+        "webhook",
+        [
+            target_from_row(f"{one} / {REFERENCE}", by[one], 0.8),
+            target_from_row(f"{many} / {REFERENCE}", by[many], 0.8),
+            target_from_row(f"{two} / {REFERENCE}", by[two], 0.8),
+            target_from_row(
+                f"serve at {CLIENTS} clients: --workers 2 / 1 worker (grows with workers)",
+                Row(two, by[two].rate, by[two].unit, growth),
+                1.0,
+                note=f"p99 latency at {CLIENTS} clients: {p99 * 1000:.0f} ms "
+                f"(p50 {p50 * 1000:.0f} ms)",
+            ),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -424,3 +425,73 @@ def test_serve_answers_webhooks_and_the_api_until_interrupted(
     # The store was closed on the way out: SQLite folds its write-ahead log back then.
     assert (tmp_path / "serve.sqlite3").exists()
     assert not (tmp_path / "serve.sqlite3-wal").exists()
+
+
+def test_serve_with_workers_shares_one_port_restarts_a_dead_worker_and_stops_on_a_signal(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **os.environ,
+        "UNIMAILTRACK_DSN": MEMORY_DSN,
+        "UNIMAILTRACK_STORE": f"sqlite:///{tmp_path / 'serve.sqlite3'}",
+    }
+    command = [sys.executable, "-m", "unimailtrack.cli", "serve", "--port", "0", "--workers", "3"]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    memory = MemoryAdapter(webhook_secret=SECRET)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("unimailtrack: serving http://127.0.0.1:"), line
+        url = line.split()[-1]
+
+        def workers() -> set[int]:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+            return {int(pid) for pid in children.read_text().split()}
+
+        def three_workers(without: int = 0) -> set[int]:
+            for _ in range(200):
+                now = workers()
+                if len(now) == 3 and without not in now:
+                    return now
+                time.sleep(0.05)
+            raise AssertionError(f"workers: {workers()}")
+
+        started = three_workers()
+        stamp = datetime.now(UTC).timestamp()
+
+        def post(n: int) -> int:
+            event = {
+                "event": "delivered",
+                "id": f"evt-{n}",
+                "recipient": f"r{n}@example.com",
+                "tracking_id": f"{n:032d}",
+                "timestamp": stamp,
+            }
+            body, headers = memory.webhook([event])
+            # A connection of its own each time, so that the kernel spreads them.
+            with httpx.Client(base_url=url, timeout=10) as client:
+                answer = client.post("/webhooks/memory", content=body, headers=headers)
+            return int(answer.json()["new"])
+
+        assert sum(post(n) for n in range(30)) == 30
+        os.kill(min(started), signal.SIGKILL)
+        three_workers(without=min(started))
+        assert sum(post(n) for n in range(30, 40)) == 10
+        with Tracker.open(env["UNIMAILTRACK_STORE"]) as tracker:
+            assert tracker.send(f"{35:032d}") is None  # events only: no send was recorded
+            assert tracker.state(f"{35:032d}").status.value == "delivered"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == Exit.INTERRUPTED
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

@@ -24,3 +24,6 @@ DEFAULT_MAX_WEBHOOK_BODY = 10 * 1024 * 1024
 MAX_PINNED_TOKENS = 10_000
 """Webhook tokens a receiver keeps pinned to the request that could not be stored under them
 (so that only that request may use them until the store takes it); the oldest go first."""
+WEBHOOK_CONCURRENCY = 2
+"""Webhook bodies one web app process verifies, parses and stores at once (see
+``web._app.webhook_endpoint``); more wait their turn."""

@@ -2,7 +2,8 @@
 
 Adapters build ``httpx.Request`` objects and interpret ``httpx.Response`` objects as pure
 functions; a transport only moves them. ``HttpxTransport`` and ``HttpxAsyncTransport`` are the
-defaults; ``AiohttpTransport`` is the faster async choice for high concurrency
+transports over httpx; the default async transport, ``AsyncioTransport``, lives in ``_h11``
+(imported when first used); ``AiohttpTransport`` is the optional aiohttp one
 (``unimailtrack[aiohttp]``). Tests inject ``httpx.MockTransport`` or use respx: nothing here is
 patched.
 
@@ -11,7 +12,6 @@ Retrying is one pure function, :func:`retry_delay`; the sync and async shells on
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -63,7 +63,7 @@ class AsyncTransport(Protocol):
 def _unavailable(provider: str | None, exc: Exception) -> ProviderUnavailable:
     kind = (
         "timed out"
-        if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError)
+        if isinstance(exc, httpx.TimeoutException | TimeoutError)
         else ("could not be reached")
     )
     return ProviderUnavailable(
@@ -342,9 +342,13 @@ async def acall_with_retry(
     policy: RetryPolicy,
     fn: Callable[[], Awaitable[T]],
     *,
-    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    sleep: Callable[[float], Awaitable[Any]] | None = None,
 ) -> T:
-    """The async twin of :func:`call_with_retry`."""
+    """The async twin of :func:`call_with_retry` (``sleep``: ``asyncio.sleep`` unless given)."""
+    if sleep is None:
+        import asyncio  # here, so that parsing a webhook never imports the event loop
+
+        sleep = asyncio.sleep
     attempt = 1
     while True:
         try:

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -267,12 +267,27 @@ def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
         help=f"require 'Authorization: Bearer TOKEN' on /api/ (default: ${API_AUTH_ENV})",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (%(default)s); each opens the store",
+    )
     _store_option(p)
     p.set_defaults(run=serve)
 
 
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+    return int(text)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the ASGI app on ``--host``/``--port`` until interrupted."""
+    if args.workers > 1:
+        return _serve_workers(args)
     from unimailtrack.web import create_app
     from unimailtrack.webhooks import WebhookReceiver
 
@@ -284,8 +299,98 @@ def serve(args: argparse.Namespace) -> int:
     except BaseException:
         tracker.close()
         raise
-    run_server(app, args.host, args.port, log_level=args.log_level, finish=tracker.aclose)
+    run_server(
+        app,
+        args.host,
+        args.port,
+        log_level=args.log_level,
+        finish=tracker.aclose,
+        sock=getattr(args, "inherited_socket", None),
+    )
     return Exit.OK
+
+
+_RESTARTS = 5
+"""Workers that may die unasked (and be started again) before ``serve`` gives up."""
+
+
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``serve --workers N``: bind the port once, fork N workers that each serve the app
+    from that one listening socket (the kernel hands each connection to one of them), and
+    supervise them: a worker that dies is started again, and a TERM or INT stops them all.
+
+    Each worker builds its own adapters and opens its own tracker, after the fork; the
+    parent checks the DSN and opens the store once beforehand (applying migrations), so that
+    a mistake is reported once and not by every worker. Replay protection and the change
+    stream that an in-process cache or hub would give are per worker: with PostgreSQL the
+    nonces and change notifications are shared through the database."""
+    import signal
+    import socket
+
+    if not hasattr(os, "fork"):
+        raise ConfigurationError("serve --workers needs a system with fork (Linux, macOS)")
+    _configured_adapters(args)
+    _open_tracker(args).close()
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    listener = socket.create_server((args.host, args.port), family=family, backlog=2048)
+    address, port = listener.getsockname()[:2]
+    where = f"[{address}]" if ":" in address else address
+    print(f"unimailtrack: serving http://{where}:{port}", flush=True)
+    workers: set[int] = set()
+    stopping = False
+
+    def start() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code: int = Exit.FAILED
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                args.workers = 1
+                args.inherited_socket = listener
+                code = serve(args)
+            except BaseException as exc:  # a worker never returns into the parent's code
+                _error(f"worker {os.getpid()} stopped: {exc!r}")
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        workers.add(pid)
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    restarts = 0
+    try:
+        for _ in range(args.workers):
+            start()
+        while workers:
+            try:
+                pid, _status = os.wait()
+            except ChildProcessError:
+                break
+            workers.discard(pid)
+            if stopping:
+                continue
+            restarts += 1
+            if restarts > _RESTARTS:
+                _error(f"workers keep stopping ({restarts} so far); stopping the others")
+                stop(signal.SIGTERM, None)
+                continue
+            _error(f"worker {pid} stopped unasked; starting another")
+            start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        listener.close()
+    if restarts > _RESTARTS:
+        return Exit.FAILED
+    return Exit.INTERRUPTED if stopping else Exit.OK
 
 
 def run_server(
@@ -295,10 +400,13 @@ def run_server(
     *,
     log_level: str = "info",
     finish: Callable[[], Awaitable[None]] | None = None,
+    sock: Any = None,
 ) -> None:
     """Serve ``app`` with uvicorn until interrupted, and print the address once it listens
     (``--port 0`` picks a free port, and this line says which). ``finish`` runs in the event
-    loop after the server stopped: close the tracker there, where it was used."""
+    loop after the server stopped: close the tracker there, where it was used. ``sock`` is a
+    listening socket to serve from instead (a worker of ``serve --workers``; the parent has
+    printed the address)."""
     try:
         import uvicorn
     except ImportError:
@@ -313,11 +421,11 @@ def run_server(
     server = uvicorn.Server(config)
 
     async def run() -> None:
-        task = asyncio.create_task(server.serve())
+        task = asyncio.create_task(server.serve(sockets=None if sock is None else [sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
         try:
-            if server.started:
+            if server.started and sock is None:
                 address, bound_port = server.servers[0].sockets[0].getsockname()[:2]
                 where = f"[{address}]" if ":" in address else address
                 print(f"unimailtrack: serving http://{where}:{bound_port}", flush=True)
@@ -745,9 +853,15 @@ def stats(args: argparse.Namespace) -> int:
         if args.rows:
             try:
                 statuses = args.status.split(",") if args.status else None
-                rows = tracker.bulk_rows(
-                    args.bulk_id, sort=args.sort, descending=args.desc, status=statuses
+                from unimailtrack.tracking import Page
+
+                # Every row, read a page at a time (a table needs them all for its widths).
+                every = tuple(
+                    tracker.iter_bulk_rows(
+                        args.bulk_id, sort=args.sort, descending=args.desc, status=statuses
+                    )
                 )
+                rows = Page(every, None, len(every))
             except ValueError as exc:
                 _error(str(exc))
                 return Exit.USAGE

@@ -9,7 +9,6 @@ unimailtrack never imports a provider's optional dependency.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from unimailtrack.adapters.base import Adapter
@@ -50,6 +49,8 @@ def register(name: str, adapter: type[Adapter] | str) -> None:
 
 
 def _entry_point_targets() -> dict[str, str]:
+    from importlib.metadata import entry_points  # a tenth of a second: only when needed
+
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 

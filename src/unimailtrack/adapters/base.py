@@ -14,7 +14,6 @@ one place.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import threading
@@ -139,11 +138,12 @@ class Adapter(ABC):
     ) -> None:
         self._transport = transport
         self._async_transport: AsyncTransport | None = None
-        self._async_transport_kind = "httpx"
+        self._async_transport_kind = "asyncio"
         if isinstance(async_transport, str):
-            if async_transport not in ("httpx", "aiohttp"):
+            if async_transport not in ("asyncio", "httpx", "aiohttp"):
                 raise ConfigurationError(
-                    f"unknown async transport {async_transport!r}; use 'httpx' or 'aiohttp'"
+                    f"unknown async transport {async_transport!r}; use 'asyncio' (the "
+                    "default), 'httpx' or 'aiohttp'"
                 )
             self._async_transport_kind = async_transport
         elif async_transport is not None:
@@ -191,12 +191,18 @@ class Adapter(ABC):
                 self._async_transport = AiohttpTransport(
                     timeout=self.timeout, limit=self.max_concurrency
                 )
-            else:
+            elif self._async_transport_kind == "httpx":
                 self._async_transport = HttpxAsyncTransport(
                     client=httpx.AsyncClient(
                         timeout=self.timeout,
                         limits=httpx.Limits(max_connections=self.max_concurrency),
                     )
+                )
+            else:
+                from unimailtrack._h11 import AsyncioTransport
+
+                self._async_transport = AsyncioTransport(
+                    timeout=self.timeout, max_connections=self.max_concurrency
                 )
         return self._async_transport
 
@@ -302,6 +308,8 @@ class Adapter(ABC):
             # which cost more CPU than building and reading the request.
             outcomes = [await self._attempt(calls[0])]
         else:
+            import asyncio  # here: parsing a webhook imports this module, not the event loop
+
             gate = asyncio.Semaphore(self.max_concurrency)
 
             async def run(call: Call) -> list[RecipientResult] | SendError:

@@ -956,36 +956,42 @@ def bulk_rows(
     descending: bool,
     statuses: Sequence[str],
     cursor: str | None,
-    limit: int | None,
+    limit: int,
     clock: Clock,
+    *,
+    count: bool = True,
 ) -> Program[Page[SendRecord]]:
-    """A bulk send's per-recipient rows, sorted and filtered, by keyset on (sort key,
-    tracking id) so that "load more" is as cheap as the first page."""
+    """A page of a bulk send's per-recipient rows, sorted and filtered, by keyset on (sort
+    key, tracking id) so that "load more" is as cheap as the first page, and at most
+    ``limit`` rows are ever fetched. ``count=False`` leaves ``total`` at -1 and spares the
+    count (an export that iterates pages needs it once at most)."""
     key = SORT_KEYS[sort]
     kind = f"bulk:{sort}:{'desc' if descending else 'asc'}"
     params: dict[str, Any] = {"bulk_id": bulk_id, **clock.params}
     where = ["m.bulk_id = :bulk_id"]
     if statuses:
         where.append(_in_list(f"({BADGE_SQL})", "status", statuses, params))
-    total = yield Query(f"SELECT COUNT(*) FROM messages m WHERE {' AND '.join(where)}", params)
+    total = -1
+    if count:
+        counted = yield Query(
+            f"SELECT COUNT(*) FROM messages m WHERE {' AND '.join(where)}", params
+        )
+        total = int(counted[0][0])
     direction, after = ("DESC", "<") if descending else ("ASC", ">")
     if cursor is not None:
         value, tracking_id = decode_cursor(kind, cursor, 2)
         where.append(f"({key}, m.tracking_id) {after} (:after_value, :after_id)")
         params.update(after_value=value, after_id=tracking_id)
-    page = ""
-    if limit is not None:
-        page = "LIMIT :limit"
-        params["limit"] = limit + 1
+    params["limit"] = limit + 1
     rows = yield Query(
         f"SELECT {_RECORD_SELECT}, {key} FROM messages m WHERE {' AND '.join(where)} "
-        f"ORDER BY {key} {direction}, m.tracking_id {direction} {page}",
+        f"ORDER BY {key} {direction}, m.tracking_id {direction} LIMIT :limit",
         params,
     )
-    more = limit is not None and len(rows) > limit
-    rows = rows[:limit] if limit is not None else rows
+    more = len(rows) > limit
+    rows = rows[:limit]
     next_cursor = encode_cursor(kind, [rows[-1][-1], rows[-1][0]]) if more else None
-    return Page(tuple(_record_from_row(r) for r in rows), next_cursor, int(total[0][0]))
+    return Page(tuple(_record_from_row(r) for r in rows), next_cursor, total)
 
 
 def _has(*types: EventType) -> str:

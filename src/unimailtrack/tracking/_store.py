@@ -89,6 +89,7 @@ class Write:
 _HEAD = re.compile(r"INSERT INTO (\w+) \((\w+)(?:, \w+)*\)")
 
 
+@cache
 def table_and_key(head: str) -> tuple[str, str]:
     """The table and the first column (the conflict key) of ``INSERT INTO table (...)``."""
     found = _HEAD.fullmatch(head)

@@ -9,7 +9,7 @@ processes' subscribers).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -66,6 +66,9 @@ class WebhookToken(Protocol):
 
     @property
     def expires_at(self) -> datetime: ...
+BULK_PAGE = 1000
+"""Rows in a page of ``bulk_rows`` when no ``limit`` is given, and in each page that
+``iter_bulk_rows`` fetches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,14 +391,16 @@ class Tracker:
         status: StatusFilter,
         cursor: str | None,
         limit: int | None,
+        count: bool = True,
     ) -> _Op[Page[SendRecord]]:
         if sort not in P.SORT_KEYS:
             raise ValueError(f"cannot sort by {sort!r}; use one of {', '.join(P.SORT_KEYS)}")
-        if limit is not None:
-            _positive("limit", limit)
+        size = BULK_PAGE if limit is None else _positive("limit", limit)
         statuses, clock = _statuses(status), self._clock()
         return _Op(
-            lambda: P.bulk_rows(bulk_id, sort, descending, statuses, cursor, limit, clock),
+            lambda: P.bulk_rows(
+                bulk_id, sort, descending, statuses, cursor, size, clock, count=count
+            ),
             write=False,
         )
 
@@ -409,11 +414,57 @@ class Tracker:
         cursor: str | None = None,
         limit: int | None = None,
     ) -> Page[SendRecord]:
-        """A bulk send's per-recipient rows (contract), sorted by ``"name"``, ``"email"``,
-        ``"status"`` (how far each got), ``"date"`` (when its badge last moved) or
-        ``"sent_at"``, and filtered by badge. Every row at once unless ``limit`` is given;
-        then a page, with ``next_cursor`` for the next one."""
+        """A page of a bulk send's per-recipient rows (contract), sorted by ``"name"``,
+        ``"email"``, ``"status"`` (how far each got), ``"date"`` (when its badge last moved)
+        or ``"sent_at"``, and filtered by badge: at most ``limit`` rows (``BULK_PAGE`` when
+        not given), with ``next_cursor`` for the next page and ``total`` across all pages.
+        Memory is bounded by the page, whatever the size of the send; to go through every
+        row (an export), iterate :meth:`iter_bulk_rows`."""
         return self._run(self._bulk_rows(bulk_id, sort, descending, status, cursor, limit))
+
+    def iter_bulk_rows(
+        self,
+        bulk_id: str,
+        *,
+        sort: str = "date",
+        descending: bool = False,
+        status: StatusFilter = None,
+        page_size: int = BULK_PAGE,
+    ) -> Iterator[SendRecord]:
+        """Every row of a bulk send in ``bulk_rows`` order, fetched ``page_size`` at a time
+        by keyset cursor, each page in its own read: an export of a million recipients holds
+        one page in memory. Rows that change while it runs are seen as they are when their
+        page is read."""
+        cursor: str | None = None
+        while True:
+            page = self._run(
+                self._bulk_rows(bulk_id, sort, descending, status, cursor, page_size, False)
+            )
+            yield from page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def aiter_bulk_rows(
+        self,
+        bulk_id: str,
+        *,
+        sort: str = "date",
+        descending: bool = False,
+        status: StatusFilter = None,
+        page_size: int = BULK_PAGE,
+    ) -> AsyncIterator[SendRecord]:
+        """The async twin of :meth:`iter_bulk_rows`: ``async for row in ...``."""
+        cursor: str | None = None
+        while True:
+            page = await self._arun(
+                self._bulk_rows(bulk_id, sort, descending, status, cursor, page_size, False)
+            )
+            for row in page.items:
+                yield row
+            cursor = page.next_cursor
+            if cursor is None:
+                return
 
     async def abulk_rows(
         self,

@@ -16,6 +16,7 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from unimailtrack import _constants as C
 from unimailtrack.errors import MissingDependency
 
 try:
@@ -64,9 +65,19 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def webhook_endpoint(receiver: WebhookReceiver) -> Endpoint:
+def webhook_endpoint(
+    receiver: WebhookReceiver, *, concurrency: int = C.WEBHOOK_CONCURRENCY
+) -> Endpoint:
     """The endpoint for ``/webhooks/{provider}``: POST handles a webhook, HEAD and GET answer a
-    reachability check; an unknown provider is refused before its body is read."""
+    reachability check; an unknown provider is refused before its body is read.
+
+    At most ``concurrency`` bodies are verified, parsed and stored at once; the others wait
+    their turn in the event loop, in order. Verifying and parsing are CPU work under one
+    interpreter lock: eight batches parsed at once take as long as eight in a row, but each
+    holds its memory and its caller waits for all eight, while the threads fight over the
+    lock. Two at a time keep one parsing while another is in the database (which releases
+    the lock)."""
+    gate: asyncio.Semaphore | None = None
 
     async def endpoint(request: Request) -> Response:
         provider = request.path_params["provider"]
@@ -77,7 +88,11 @@ def webhook_endpoint(receiver: WebhookReceiver) -> Endpoint:
         body = await read_limited(request, receiver.max_body_size)
         if body is None:
             return as_response(receiver.too_large())
-        return as_response(await receiver.ahandle(provider, request.headers, body))
+        nonlocal gate
+        if gate is None:  # made in the event loop that serves
+            gate = asyncio.Semaphore(max(1, concurrency))
+        async with gate:
+            return as_response(await receiver.ahandle(provider, request.headers, body))
 
     return endpoint
 

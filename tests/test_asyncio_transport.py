@@ -1,0 +1,279 @@
+"""The default async transport (asyncio + h11) against a real local HTTP server.
+
+The server is a few lines of asyncio in the test's own event loop; each test scripts its
+answers as raw HTTP/1.1, so that keep-alive, connection limits, chunked and compressed bodies,
+closed connections and silence are what a real server would send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+import respx
+
+from unimailtrack._h11 import AsyncioTransport
+from unimailtrack._http import read_request
+from unimailtrack.adapters.sendgrid import SendGridAdapter
+from unimailtrack.errors import ProviderUnavailable
+
+Answer = Callable[[int], bytes]
+"""The raw bytes to answer the n-th request with (b"" to stay silent)."""
+
+
+class Server:
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                answer = self.answer(len(self.requests))
+                await asyncio.sleep(0.01)  # let other requests pile up
+                if not answer:
+                    await asyncio.sleep(30)
+                    return
+                writer.write(answer)
+                await writer.drain()
+                if b"connection: close" in answer.lower() or answer.endswith(b"<cut>"):
+                    return
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def ok(body: bytes = b'{"ok": true}', *extra: bytes) -> bytes:
+    headers = b"".join(h + b"\r\n" for h in extra)
+    return (
+        b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+def post(base: str, body: bytes = b'{"n": 1}') -> httpx.Request:
+    url = httpx.URL(base + "/v3/mail/send")
+    headers = httpx.Headers({"Host": url.netloc.decode(), "Content-Type": "application/json"})
+    return read_request("POST", url, headers, body)
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())
+
+
+def test_sequential_requests_share_one_keep_alive_connection() -> None:
+    server = Server(lambda n: ok(f'{{"n": {n}}}'.encode()))
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            for n in range(1, 6):
+                response = await transport.send(post(base))
+                assert response.status_code == 202
+                assert response.json() == {"n": n}
+            await transport.aclose()
+        assert server.connections == 1
+        assert server.requests[0].startswith(b"POST /v3/mail/send HTTP/1.1\r\n")
+        assert server.requests[0].endswith(b'\r\n\r\n{"n": 1}')
+
+    run(test)
+
+
+def test_no_more_connections_than_the_limit_however_many_requests_wait() -> None:
+    server = Server(lambda n: ok())
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5, max_connections=2)
+            answers = await asyncio.gather(*(transport.send(post(base)) for _ in range(9)))
+            await transport.aclose()
+        assert [a.status_code for a in answers] == [202] * 9
+        assert server.most_open <= 2
+        assert server.connections == 2
+
+    run(test)
+
+
+def test_a_connection_the_server_closes_is_replaced() -> None:
+    server = Server(lambda n: ok(b"{}", b"Connection: close") if n == 1 else ok())
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            assert (await transport.send(post(base))).status_code == 202
+            await asyncio.sleep(0.05)
+            assert (await transport.send(post(base))).status_code == 202
+            await transport.aclose()
+        assert server.connections == 2
+
+    run(test)
+
+
+def test_chunked_and_compressed_bodies_are_read_whole_and_decoded() -> None:
+    packed = gzip.compress(b'{"message": "ok"}')
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+        + b"".join(
+            f"{len(part):x}\r\n".encode() + part + b"\r\n" for part in (packed[:5], packed[5:])
+        )
+        + b"0\r\n\r\n"
+    )
+    server = Server(lambda n: chunked)
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            response = await transport.send(post(base))
+            again = await transport.send(post(base))
+            await transport.aclose()
+        assert response.json() == {"message": "ok"}
+        assert again.json() == {"message": "ok"}
+        assert server.connections == 1
+
+    run(test)
+
+
+def test_silence_past_the_timeout_is_provider_unavailable() -> None:
+    server = Server(lambda n: b"")
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=0.2)
+            with pytest.raises(ProviderUnavailable, match="timed out"):
+                await transport.send(post(base))
+            await transport.aclose()
+
+    run(test)
+
+
+def test_a_response_cut_short_is_provider_unavailable_and_the_next_request_works() -> None:
+    server = Server(
+        lambda n: b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n{<cut>" if n == 1 else ok()
+    )
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            with pytest.raises(ProviderUnavailable):
+                await transport.send(post(base))
+            assert (await transport.send(post(base))).status_code == 202
+            await transport.aclose()
+
+    run(test)
+
+
+def test_a_refused_connection_is_provider_unavailable() -> None:
+    async def test() -> None:
+        async with Server(lambda n: ok()) as base:
+            pass  # closed again: nothing listens on that port now
+        transport = AsyncioTransport(timeout=2)
+        with pytest.raises(ProviderUnavailable, match="could not be reached"):
+            await transport.send(post(base))
+        await transport.aclose()
+
+    run(test)
+
+
+def test_an_adapter_sends_through_it_by_default_and_a_respx_mock_still_sees_the_request() -> None:
+    adapter = SendGridAdapter("SG.key")
+    assert isinstance(adapter.async_transport, AsyncioTransport)
+
+    async def test() -> None:
+        with respx.mock() as router:
+            route = router.post("https://api.sendgrid.com/v3/mail/send").respond(
+                202, headers={"X-Message-Id": "m1"}
+            )
+            response = await adapter.async_transport.send(post("https://api.sendgrid.com"))
+            assert route.called
+            assert response.status_code == 202
+        await adapter.aclose()
+
+    run(test)
+
+
+def test_an_idle_connection_to_another_host_makes_room_at_the_limit() -> None:
+    first, second = Server(lambda n: ok(b'{"host": 1}')), Server(lambda n: ok(b'{"host": 2}'))
+
+    async def test() -> None:
+        async with first as one, second as two:
+            transport = AsyncioTransport(timeout=5, max_connections=1)
+            assert (await transport.send(post(one))).json() == {"host": 1}
+            # The one connection allowed is idle, to the first host: the second gets it.
+            answer = await asyncio.wait_for(transport.send(post(two)), 5)
+            assert answer.json() == {"host": 2}
+            assert (await transport.send(post(one))).json() == {"host": 1}
+            await transport.aclose()
+        assert (first.connections, second.connections) == (2, 1)
+
+    run(test)
+
+
+def test_form_and_multipart_bodies_go_whole_with_their_length() -> None:
+    server = Server(lambda n: ok())
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            form = httpx.Request("POST", base + "/v3/d/messages", data={"to": "a@example.com"})
+            files = httpx.Request(
+                "POST",
+                base + "/v3/d/messages",
+                data={"to": "a@example.com"},
+                files={"attachment": ("a.txt", b"attached bytes", "text/plain")},
+            )
+            assert (await transport.send(form)).status_code == 202
+            assert (await transport.send(files)).status_code == 202
+            await transport.aclose()
+        assert server.requests[0].endswith(b"\r\n\r\nto=a%40example.com")
+        assert b"attached bytes" in server.requests[1]
+        assert b'name="to"' in server.requests[1]
+
+    run(test)
+
+
+def test_one_transport_serves_one_event_loop_after_another_and_after_closing() -> None:
+    transport = AsyncioTransport(timeout=5)
+    for _ in range(2):  # two asyncio.run calls, as a script calling a helper twice does
+        server = Server(lambda n: ok())
+
+        async def test(server: Server = server) -> None:
+            async with server as base:
+                assert (await transport.send(post(base))).status_code == 202
+                await transport.aclose()
+                assert (await transport.send(post(base))).status_code == 202
+
+        run(test)

@@ -780,6 +780,9 @@ def claim_from_row(row: Mapping[str, Any] | Suppression, source: str, now_us: in
         data: Mapping[str, Any] = row.model_dump()
     elif isinstance(row, Mapping):
         data = row
+        problem = data.get("__problem__")
+        if problem:
+            raise ValueError(str(problem))
         unknown = sorted(str(k) for k in data if k not in IMPORT_COLUMNS)
         if unknown:
             raise ValueError(f"unknown column(s) {', '.join(unknown)}")

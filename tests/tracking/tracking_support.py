@@ -179,7 +179,7 @@ def expected_suppressed(events: list[EmailEvent], now: datetime) -> bool:
     """Whether one address's events leave it suppressed on the default stream, worked out
     here from the rules rather than from the tracker: a complaint or a hard bounce always; an
     unsubscribe unless a resubscribe is not older than it; five soft bounces in a row (no
-    delivery between them) within 30 days, for 30 days after the fifth."""
+    delivery between them, none after) within 30 days, for 30 days after the fifth."""
     if any(
         e.type is EventType.COMPLAINED or (e.type is EventType.BOUNCED and e.bounce == "hard")
         for e in events
@@ -189,27 +189,10 @@ def expected_suppressed(events: list[EmailEvent], now: datetime) -> bool:
     for e in events:
         if e.type is EventType.UNSUBSCRIBED and not any(r >= e.timestamp for r in resubscribed):
             return True
-    arrivals = [
-        e.timestamp
-        for e in events
-        if e.type
-        in (
-            EventType.DELIVERED,
-            EventType.OPENED,
-            EventType.CLICKED,
-            EventType.COMPLAINED,
-            EventType.UNSUBSCRIBED,
-            EventType.RESUBSCRIBED,
-        )
-    ]
-    # A delivery counts once per message: when the message first arrived.
     timeline = sorted(
-        ([(min(arrivals), 0, "")] if arrivals else [])
-        + [
-            (e.timestamp, 1, e.event_id)
-            for e in {e.event_id: e for e in events}.values()
-            if e.type is EventType.BOUNCED and e.bounce == "soft"
-        ]
+        (e.timestamp, 0 if e.type is EventType.DELIVERED else 1, e.event_id)
+        for e in {e.event_id: e for e in events}.values()
+        if e.type is EventType.DELIVERED or (e.type is EventType.BOUNCED and e.bounce == "soft")
     )
     run: list[datetime] = []
     earned: datetime | None = None

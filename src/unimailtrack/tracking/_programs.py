@@ -668,9 +668,7 @@ def send_rows(email: Email, result: SendResult, now_us: int) -> SendRows:
     return SendRows(messages, links)
 
 
-def record_send(
-    rows: SendRows, now_us: int, policy: S.SoftBouncePolicy = _DEFAULT_POLICY
-) -> Program[list[StateChange]]:
+def record_send(rows: SendRows, now_us: int) -> Program[list[StateChange]]:
     """Record a send; attach (and fold in) any of its events that arrived before it.
 
     Links come first, as in ``ingest``: both lock links, then events, then messages."""
@@ -693,10 +691,7 @@ def record_send(
         )
         fresh.extend(attached)
     yield Write(_SEND_INSERT, rows.messages, _SEND_UPSERT)
-    changes = yield from _fold_in(_partials(fresh), now_us)
-    if fresh:  # events that waited for this send: their deliveries count now
-        yield from S.from_events(fresh, now_us, policy)
-    return changes
+    return (yield from _fold_in(_partials(fresh), now_us))
 
 
 # --------------------------------------------------------------------------- reading

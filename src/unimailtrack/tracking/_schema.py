@@ -240,7 +240,7 @@ _V2 = Migration(
         "ALTER TABLE messages ADD COLUMN stream {text}",
         """
         CREATE INDEX events_soft_bounces ON events (recipient_key, timestamp_us)
-        WHERE type = 'bounced' AND bounce = 'soft'
+        WHERE (type = 'bounced' AND bounce = 'soft') OR type = 'delivered'
         """,
     ),
 )

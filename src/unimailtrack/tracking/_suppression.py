@@ -382,7 +382,8 @@ class Applied:
 def _soft_inputs(
     keys: Sequence[str], claims: Mapping[str, Sequence[Claim]]
 ) -> Program[tuple[dict[str, list[SoftBounce]], dict[str, list[int]]]]:
-    """The soft bounces and the deliveries of ``keys``, read from the events and the sends."""
+    """The soft bounces and the deliveries of ``keys``, read from the events (one partial
+    index holds exactly these)."""
     by_recipient: dict[str, list[str]] = {}
     for key in keys:
         by_recipient.setdefault(dedupe_key(key), []).append(key)
@@ -392,25 +393,21 @@ def _soft_inputs(
     for start in range(0, len(recipients), _CHUNK):
         chunk = _padded(recipients[start : start + _CHUNK])
         rows = yield Query(
-            "SELECT recipient, timestamp_us, event_id, reason, provider, tracking_id FROM events "
-            f"WHERE {_in('recipient_key', len(chunk))} AND type = 'bounced' AND bounce = 'soft'",
+            "SELECT recipient, type, timestamp_us, event_id, reason, provider, tracking_id "
+            f"FROM events WHERE {_in('recipient_key', len(chunk))} "
+            "AND ((type = 'bounced' AND bounce = 'soft') OR type = 'delivered')",
             chunk,
         )
-        for recipient, at, event_id, reason, provider, tracking_id in rows:
+        for recipient, kind, at, event_id, reason, provider, tracking_id in rows:
             key = suppression_key(recipient)
-            if key in resets:
+            if key not in resets:
+                continue
+            if kind == _DELIVERED:
+                resets[key].append(int(at))
+            else:
                 bounces.setdefault(key, []).append(
                     SoftBounce(int(at), event_id, recipient.strip(), reason, provider, tracking_id)
                 )
-        rows = yield Query(
-            "SELECT recipient, first_delivered_at_us FROM messages "
-            f"WHERE {_in('recipient_key', len(chunk))} AND first_delivered_at_us IS NOT NULL",
-            chunk,
-        )
-        for recipient, at in rows:
-            key = suppression_key(recipient)
-            if key in resets:
-                resets[key].append(int(at))
     for key in keys:
         resets[key].extend(
             c.at_us

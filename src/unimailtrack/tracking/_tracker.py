@@ -493,8 +493,8 @@ class Tracker:
 
     def _record_send(self, email: Email, result: SendResult) -> _Op[list[StateChange]]:
         now_us = self._now_us()
-        rows, policy = P.send_rows(email, result, now_us), self.soft_bounces
-        return _Op(lambda: P.record_send(rows, now_us, policy), write=True)
+        rows = P.send_rows(email, result, now_us)
+        return _Op(lambda: P.record_send(rows, now_us), write=True)
 
     def record_send(self, email: Email, result: SendResult) -> None:
         """Record one row per recipient of a send (suppressed, duplicate and failed ones

@@ -162,8 +162,13 @@ def pull(
     now = datetime.now(UTC)
     duration = tracker.soft_bounces.duration
 
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+
     def hold(created: datetime | None) -> str:
-        start = created if created is not None and created + duration > now else now
+        # From when the provider listed it, or (when that is longer ago than the hold) from
+        # today: the provider still lists it. A day's granularity keeps a repeated pull
+        # from changing anything the same day.
+        start = created if created is not None and created + duration > now else today
         return (start + duration).isoformat()
 
     doing = apply and (report.complete or partial)

@@ -195,7 +195,7 @@ def test_import_is_a_dry_run_first_then_idempotent(store: Store) -> None:
     assert (done.new, done.applied) == (3, True)
     ann = tracker.suppression("Ann@example.com")
     assert ann is not None and (ann.address, ann.source, ann.cause) == (
-        "Ann@Example.COM",
+        "Ann@example.com",
         "import",
         "bounced",
     )
@@ -205,7 +205,7 @@ def test_import_is_a_dry_run_first_then_idempotent(store: Store) -> None:
     assert len(tracker.suppression_history("Ann@example.com")) == 1
     exported = list(tracker.export_suppressions(page_size=2))
     assert [(s.address, s.scope) for s in exported] == [
-        ("Ann@Example.COM", None),
+        ("Ann@example.com", None),
         ("bob@example.com", "marketing"),
         ("cy@example.com", None),
     ]

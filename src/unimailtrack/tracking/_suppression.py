@@ -710,8 +710,8 @@ _SPECIAL_USE = frozenset({"arpa", "invalid", "local", "localhost", "onion", "tes
 
 
 def check_address(value: str) -> str:
-    """``value`` as the address the list keeps; ``InvalidAddress`` when it is not one. Plain
-    ASCII addresses are checked by a pattern that accepts a subset of what ``Address.parse``
+    """``value`` as the address the list keeps (the domain in lower case, as ``Address.parse``
+    gives it); ``InvalidAddress`` when it is not one. Plain ASCII addresses are checked by a pattern that accepts a subset of what ``Address.parse``
     accepts (and refuses the special-use top-level domains it refuses); anything else goes
     through ``Address.parse``."""
     text = value.strip()
@@ -722,7 +722,7 @@ def check_address(value: str) -> str:
         and len(text) <= 254
         and domain.rpartition(".")[2].lower() not in _SPECIAL_USE
     ):
-        return text
+        return f"{local}@{domain.lower()}"
     return Address.parse(text).email
 
 

@@ -711,9 +711,10 @@ _SPECIAL_USE = frozenset({"arpa", "invalid", "local", "localhost", "onion", "tes
 
 def check_address(value: str) -> str:
     """``value`` as the address the list keeps (the domain in lower case, as ``Address.parse``
-    gives it); ``InvalidAddress`` when it is not one. Plain ASCII addresses are checked by a pattern that accepts a subset of what ``Address.parse``
-    accepts (and refuses the special-use top-level domains it refuses); anything else goes
-    through ``Address.parse``."""
+    gives it); ``InvalidAddress`` when it is not one. Plain ASCII addresses are checked by
+    a pattern that accepts a subset of what ``Address.parse`` accepts (and refuses the
+    special-use top-level domains it refuses); anything else goes through
+    ``Address.parse``."""
     text = value.strip()
     local, _, domain = text.rpartition("@")
     if (

@@ -62,6 +62,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/webhook.py
 	$(BENCH_VENV)/bin/python bench/ingest.py
 	$(BENCH_VENV)/bin/python bench/mailgun_refusal.py
+	$(BENCH_VENV)/bin/python bench/suppression.py
 	$(BENCH_VENV)/bin/python bench/scorecard.py
 
 clean:

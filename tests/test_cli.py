@@ -217,7 +217,7 @@ def test_replay_feeds_saved_requests_into_the_store_and_the_queries_show_them(
 
     code, out, _ = run(capsys, "suppressions")
     assert code == Exit.OK
-    assert "ann@example.com  bounced" in out
+    assert "ann@example.com  every stream  bounced" in out
     code, out, _ = run(capsys, "suppressions", "ann@example.com", "--remove")
     assert code == Exit.OK
     assert run(capsys, "suppressions", "ann@example.com")[0] == Exit.FAILED

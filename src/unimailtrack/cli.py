@@ -893,43 +893,191 @@ def stats(args: argparse.Namespace) -> int:
 def _add_suppressions(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "suppressions",
-        help="the suppression list, or one address on it",
-        description="The addresses that are not sent to, and why; --remove lifts one.",
+        help="the suppression list: show, import, export, pull from or push to a provider",
+        description="The addresses that are not sent to, and why. "
+        "'suppressions' lists them; 'suppressions ADDRESS' shows one and its history "
+        "(--remove lifts it); 'suppressions import FILE' imports a CSV or JSON Lines file "
+        "(a dry run unless --apply); 'suppressions export' writes the list; "
+        "'suppressions pull DSN' reads a provider's own list (applied with --apply); "
+        "'suppressions push DSN' writes ours into a provider's (with --apply). "
+        "See docs/suppression.md.",
     )
     p.add_argument(
-        "address", nargs="?", metavar="ADDRESS", help="show (or with --remove, lift) this one"
+        "words",
+        nargs="*",
+        metavar="ADDRESS | import FILE | export | pull DSN | push DSN",
+        help="what to do",
     )
     p.add_argument("--remove", action="store_true", help="take ADDRESS off the list")
+    p.add_argument("--apply", action="store_true", help="import, pull or push for real")
+    p.add_argument(
+        "--skip-invalid", action="store_true", help="import the valid rows of a file with bad ones"
+    )
+    p.add_argument(
+        "--format", choices=("csv", "jsonl"), help="file format (default: by extension; csv)"
+    )
+    p.add_argument("--output", metavar="FILE", help="export into FILE instead of standard output")
+    p.add_argument(
+        "--partial", action="store_true", help="apply what a failed pull fetched (with --apply)"
+    )
+    p.add_argument(
+        "--progress-file",
+        metavar="FILE",
+        help="where a pull keeps what it fetched, to resume after a failure "
+        "(default: .unimailtrack-pull-<provider>.jsonl in the working directory)",
+    )
     _store_option(p)
     _json_option(p)
     p.set_defaults(run=suppressions)
 
 
+_ACTIONS = ("import", "export", "pull", "push")
+
+
 def suppressions(args: argparse.Namespace) -> int:
-    if args.remove and not args.address:
+    words: list[str] = list(args.words)
+    action = words[0] if words and words[0] in _ACTIONS else None
+    if action is not None:
+        rest = words[1:]
+        needs = 0 if action == "export" else 1
+        if len(rest) != needs:
+            what = {"import": "a FILE", "pull": "a DSN", "push": "a DSN"}.get(action)
+            _error(f"suppressions {action} takes {what or 'no argument'}")
+            return Exit.USAGE
+        if action == "import":
+            return _import_file(args, rest[0])
+        if action == "export":
+            return _export(args)
+        from unimailtrack import suppression_sync
+
+        with _open_tracker(args) as tracker:
+            if action == "pull":
+                return int(suppression_sync.pull_command(tracker, rest[0], args))
+            return int(suppression_sync.push_command(tracker, rest[0], args))
+    if len(words) > 1:
+        _error("suppressions takes one ADDRESS at most")
+        return Exit.USAGE
+    address = words[0] if words else None
+    if args.remove and not address:
         _error("--remove needs an ADDRESS")
         return Exit.USAGE
     with _open_tracker(args) as tracker:
-        if args.address is None:
+        if address is None:
             found = list(_every_suppression(tracker))
+            history = []
         else:
-            one = tracker.unsuppress(args.address) if args.remove else None
-            one = one or tracker.suppression(args.address)
+            one = tracker.unsuppress(address) if args.remove else None
+            one = one or tracker.suppression(address)
             found = [] if one is None else [one]
-    if args.address is not None and not found:
-        _error(f"{args.address} is not suppressed")
+            history = tracker.suppression_history(address)
+    if address is not None and not found and not history:
+        _error(f"{address} is not suppressed")
         return Exit.FAILED
+    failed = address is not None and not found and not args.remove
     if args.json:
-        _emit_json(found if args.address is None else found[0])
-        return Exit.OK
+        _emit_json(found if address is None else {"suppression": found[:1], "history": history})
+        return Exit.FAILED if failed else Exit.OK
     print(
         _table(
-            ["address", "cause", "reason", "since", "tracking id"],
-            [(s.address, s.cause, s.reason, s.created_at, s.tracking_id) for s in found],
+            ["address", "scope", "cause", "reason", "source", "since", "until"],
+            [
+                (
+                    s.address,
+                    s.scope or "every stream",
+                    s.cause,
+                    s.reason,
+                    s.source,
+                    s.created_at,
+                    s.expires_at,
+                )
+                for s in found
+            ],
         )
     )
+    if history:
+        print()
+        print(
+            _table(
+                ["recorded", "change", "scope", "cause", "source", "provider", "event id"],
+                [
+                    (
+                        c.recorded_at,
+                        c.action,
+                        c.suppression.scope or "every stream",
+                        c.suppression.cause,
+                        c.suppression.source,
+                        c.suppression.provider,
+                        c.suppression.event_id,
+                    )
+                    for c in history
+                ],
+            )
+        )
     if args.remove:
-        print(f"{args.address} removed from the suppression list")
+        print(f"{address} removed from the suppression list")
+    elif failed:
+        _error(f"{address} is not suppressed now (its history is above)")
+        return Exit.FAILED
+    return Exit.OK
+
+
+def _import_file(args: argparse.Namespace, path: str) -> int:
+    from unimailtrack._suppression_files import FileProblem, SuppressionFile
+
+    source = SuppressionFile(path, format=args.format)
+    if not source.path.is_file():
+        _error(f"{path}: no such file")
+        return Exit.USAGE
+    started = time.monotonic()
+
+    def progress(read: int) -> None:
+        sys.stderr.write(f"\r{read} rows read ({time.monotonic() - started:.1f} s)")
+        sys.stderr.flush()
+
+    try:
+        with _open_tracker(args) as tracker:
+            report = tracker.import_numbered(
+                source,
+                dry_run=not args.apply,
+                skip_invalid=args.skip_invalid,
+                progress=progress,
+            )
+    except FileProblem as exc:
+        sys.stderr.write("\n")
+        _error(f"{exc}; nothing was imported")
+        return Exit.FAILED
+    sys.stderr.write("\n")
+    if args.json:
+        _emit_json(report)
+    else:
+        for problem in report.errors[:50]:
+            _error(f"{path}, line {problem.line}: {problem.reason}")
+        if report.invalid > 50:
+            _error(f"... and {report.invalid - 50} more invalid rows")
+        verb = "imported" if report.applied else "would import (dry run; --apply to import)"
+        if report.invalid and not args.skip_invalid:
+            verb = "refused: nothing imported (fix the rows, or --skip-invalid)"
+        print(
+            f"{verb}: {report.new} new, {report.updated} updated, {report.unchanged} "
+            f"unchanged, {report.invalid} invalid"
+        )
+    if report.invalid and not args.skip_invalid:
+        return Exit.FAILED
+    return Exit.OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    from unimailtrack._suppression_files import write_csv, write_jsonl
+
+    fmt = args.format or ("jsonl" if args.output and args.output.endswith(".jsonl") else "csv")
+    write = write_jsonl if fmt == "jsonl" else write_csv
+    with _open_tracker(args) as tracker:
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                count = write(tracker.export_suppressions(), out)
+            sys.stderr.write(f"{count} suppressions written to {args.output}\n")
+        else:
+            write(tracker.export_suppressions(), sys.stdout)
     return Exit.OK
 
 

@@ -5,7 +5,8 @@ all. The tree::
 
     UnimailtrackError
     ├── ConfigurationError          a DSN, option or key is missing or malformed
-    │   └── MissingDependency       an optional extra is not installed
+    │   ├── MissingDependency       an optional extra is not installed
+    │   └── NotSupported            the provider (or its adapter) has no such feature
     ├── InvalidAddress (ValueError) an e-mail address cannot be used
     ├── SendError                   a provider did not take a send request
     │   ├── InvalidRequest          the provider refused the request as malformed (4xx)
@@ -42,6 +43,7 @@ __all__ = [
     "InvalidRequest",
     "MissingDependency",
     "NotPermitted",
+    "NotSupported",
     "PayloadError",
     "PayloadTooLarge",
     "ProviderUnavailable",
@@ -97,6 +99,13 @@ class MissingDependency(ConfigurationError):
         )
         self.package = package
         self.extra = extra
+
+
+class NotSupported(ConfigurationError):
+    """The provider, or its adapter, offers no such feature (e.g. a suppression-list API)."""
+
+    def __init__(self, provider: str, feature: str) -> None:
+        super().__init__(f"{provider} does not support {feature}", provider=provider)
 
 
 class InvalidAddress(UnimailtrackError, ValueError):

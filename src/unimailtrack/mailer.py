@@ -38,13 +38,18 @@ DSN_ENV = "UNIMAILTRACK_DSN"
 class SendLog(Protocol):
     """What a mailer needs of a tracker: the suppression list and a place to record sends."""
 
-    def suppressions_for(self, addresses: Sequence[str]) -> Mapping[str, Suppression]:
-        """The suppressions among ``addresses``, keyed by ``suppression_key(address)``."""
+    def suppressions_for(
+        self, addresses: Sequence[str], *, stream: str | None = None
+    ) -> Mapping[str, Suppression]:
+        """The suppressions that refuse ``addresses`` on ``stream``, keyed by
+        ``suppression_key(address)``: one look-up for the whole send."""
         ...
 
     def record_send(self, email: Email, result: SendResult) -> None: ...
 
-    async def asuppressions_for(self, addresses: Sequence[str]) -> Mapping[str, Suppression]: ...
+    async def asuppressions_for(
+        self, addresses: Sequence[str], *, stream: str | None = None
+    ) -> Mapping[str, Suppression]: ...
 
     async def arecord_send(self, email: Email, result: SendResult) -> None: ...
 
@@ -76,6 +81,12 @@ def _adapter_from_dsn(dsn: Dsn, env: Mapping[str, str] | None) -> Adapter:
 _COMMON_OPTIONS = frozenset(
     {"transport", "timeout", "max_retries", "max_concurrency", "verify_webhooks"}
 )
+
+
+def _stream(email: Email) -> dict[str, str]:
+    """The stream argument of the suppression look-up: left out for the default stream, so
+    that a send log written before streams existed still serves default-stream sends."""
+    return {} if email.stream is None else {"stream": email.stream}
 
 
 class _MailerBase:
@@ -175,7 +186,8 @@ class _MailerBase:
                 tracking_id=recipient.tracking_id,
                 status=DeliveryStatus.SUPPRESSED,
                 error=f"suppressed since {found.created_at.isoformat()}: "
-                f"{found.reason or found.cause.value}",
+                f"{found.reason or found.cause}"
+                + ("" if found.scope is None else f" (stream {found.scope})"),
             )
         return kept, kept_positions
 
@@ -221,7 +233,9 @@ class Mailer(_MailerBase):
         ``AllProvidersFailed``) when no recipient could be sent to."""
         to_send, known, positions = self._plan(email)
         if self.tracker is not None and to_send:
-            found = self.tracker.suppressions_for([r.address.email for r in to_send])
+            found = self.tracker.suppressions_for(
+                [r.address.email for r in to_send], **_stream(email)
+            )
             to_send, positions = self._apply_suppressions(to_send, positions, known, found)
         results: dict[str, RecipientResult] = {}
         errors: list[SendError] = []
@@ -253,7 +267,9 @@ class AsyncMailer(_MailerBase):
     async def send(self, email: Email) -> SendResult:
         to_send, known, positions = self._plan(email)
         if self.tracker is not None and to_send:
-            found = await self.tracker.asuppressions_for([r.address.email for r in to_send])
+            found = await self.tracker.asuppressions_for(
+                [r.address.email for r in to_send], **_stream(email)
+            )
             to_send, positions = self._apply_suppressions(to_send, positions, known, found)
         results: dict[str, RecipientResult] = {}
         errors: list[SendError] = []

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "DEFAULT_STREAM",
     "TRACKING_KEY",
     "Address",
     "Attachment",
@@ -49,6 +50,7 @@ __all__ = [
     "RecipientResult",
     "SendResult",
     "Suppression",
+    "SuppressionSource",
     "make_event",
     "new_tracking_id",
     "settle",
@@ -274,8 +276,10 @@ class Email(BaseModel):
 
     Open and click tracking are off unless ``track_opens`` / ``track_clicks`` turn them on.
     ``category`` (e.g. ``"rsvp_invite"``) and ``metadata`` are recorded with the send and travel
-    with it to the provider, so that every event carries them back. ``tracked=False`` sends
-    without recording anything in the tracker.
+    with it to the provider, so that every event carries them back. ``stream`` names the kind
+    of mail (``"transactional"``, ``"marketing"``; None is the default stream, which
+    suppression scopes call ``"default"``): an unsubscribe stops only the stream it came
+    from. ``tracked=False`` sends without recording anything in the tracker.
     """
 
     model_config = ConfigDict(
@@ -299,6 +303,7 @@ class Email(BaseModel):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
     category: str | None = None
+    stream: str | None = None
     track_opens: bool = False
     track_clicks: bool = False
     send_at: datetime | None = None
@@ -333,6 +338,11 @@ class Email(BaseModel):
             if _CRLF.search(val):
                 raise ValueError(f"line breaks are not allowed in header {name!r}")
         return value
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_stream(value)
 
     @field_validator("send_at")
     @classmethod
@@ -389,17 +399,60 @@ class SendResult(BaseModel):
         raise KeyError(address)
 
 
+DEFAULT_STREAM = "default"
+"""The name suppression scopes give the default stream (``Email(stream=None)``)."""
+
+_STREAM = re.compile(r"[^\x00-\x20*\x7f][^\x00-\x1f\x7f]{0,99}")
+
+
+def check_stream(value: str) -> str:
+    """``value`` if it can name a stream (1 to 100 characters, no control characters, not
+    starting with a space or ``*``); ``ValueError`` otherwise."""
+    if not isinstance(value, str) or not _STREAM.fullmatch(value):
+        raise ValueError(
+            f"{value!r} cannot name a stream: use 1 to 100 printable characters, "
+            "not starting with a space or '*'"
+        )
+    return value
+
+
+class SuppressionSource(StrEnum):
+    """Where a suppression came from."""
+
+    EVENT = "event"
+    """A provider event we received (a hard bounce, a complaint, an unsubscribe)."""
+    MANUAL = "manual"
+    """``tracker.suppress`` / ``unsuppress`` by the application or an operator."""
+    IMPORT = "import"
+    """A file or rows given to ``tracker.import_suppressions``."""
+    PROVIDER_SYNC = "provider-sync"
+    """A provider's own suppression list: pulled from its API, or an event saying it changed."""
+
+
 class Suppression(BaseModel):
-    """An address the library refuses to send to, and why."""
+    """An address the library refuses to send to, and why (contract).
+
+    ``scope`` is None when every stream is refused (hard bounces, complaints, provider
+    blocks), otherwise the one stream refused (an unsubscribe; ``"default"`` for the default
+    stream). ``cause`` is the event type that caused it (``bounced``, ``complained``,
+    ``unsubscribed``, ...), or ``manual``, ``imported``, ``soft-bounce-limit``. ``reason`` is
+    the remote server's or the provider's text; ``source`` says how it reached the list
+    (``SuppressionSource``), ``provider`` which provider reported it and ``event_id`` which
+    event, when there is one. ``expires_at`` is when it lifts by itself (None: never).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     address: str
     reason: str | None
-    cause: EventType
+    cause: str
     created_at: datetime
+    scope: str | None = None
+    source: str = SuppressionSource.EVENT.value
+    provider: str | None = None
     event_id: str | None = None
     tracking_id: str | None = None
+    expires_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------- events

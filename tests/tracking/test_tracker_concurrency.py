@@ -15,6 +15,7 @@ from dataclasses import replace
 from tracking_support import (
     Store,
     batches_in_random_order,
+    expected_suppressed,
     ingest_in_another_process,
     scenario_events,
 )
@@ -85,11 +86,7 @@ def _assert_sequential_outcome(tracker: Tracker, events: list[EmailEvent]) -> No
         state = fold(mine, now=now, deferred_expiry=tracker.deferred_expiry)
         assert tracker.state(tracking_id) == state
         assert (rows[tracking_id].status, rows[tracking_id].reason) == (state.status, state.reason)
-        suppressing = any(
-            e.type in (EventType.COMPLAINED, EventType.UNSUBSCRIBED)
-            or (e.type is EventType.BOUNCED and e.bounce == "hard")
-            for e in mine
-        )
+        suppressing = expected_suppressed(mine, now)
         assert (tracker.suppression(f"user{index}@example.com") is not None) == suppressing
     stats = tracker.bulk_stats("concurrent")
     opens = sum(1 for e in events if e.type is EventType.OPENED)

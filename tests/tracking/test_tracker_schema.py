@@ -13,6 +13,7 @@ from tracking_support import POSTGRES_URL, Store, drop_schema, event, require_po
 from unimailtrack import ConfigurationError, DeliveryStatus
 from unimailtrack.tracking import StoreError, Tracker
 from unimailtrack.tracking._schema import LATEST, MIGRATIONS, Migration, migrate
+from unimailtrack.tracking._store import Program, Query
 
 
 def test_no_url_means_an_sqlite_file_in_the_working_directory(
@@ -147,3 +148,38 @@ def test_the_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         conn.close()
+
+
+def test_a_version_1_suppression_list_moves_into_the_history(store: Store) -> None:
+    tracker = store.open()
+    dialect = tracker._store.dialect
+
+    def rebuild() -> Program[None]:
+        # Back to the version-1 suppression table, with one entry from an event and one made by
+        # hand.
+        yield Query("DELETE FROM schema_migrations WHERE version >= 3")
+        yield Query("DROP TABLE suppression_history")
+        yield Query("DROP TABLE suppression_locks")
+        yield Query("DROP INDEX events_soft_bounces")
+        yield Query("ALTER TABLE messages DROP COLUMN stream")
+        v1 = next(s for s in MIGRATIONS[0].statements if "TABLE suppressions" in s)
+        yield Query(dialect.ddl(v1))
+        yield Query(
+            "INSERT INTO suppressions VALUES ('Ada@example.com', 'Ada@example.com', '550', "
+            "'bounced', 5, 'ev-1', 't1'), ('bob@example.com', 'bob@example.com', NULL, "
+            "'unknown', 6, NULL, NULL)"
+        )
+
+    tracker._store.run(rebuild, write=True)
+    version, _ = tracker._store.run(lambda: migrate(dialect, (), 0), write=True)
+    assert version == LATEST
+    ada = tracker.suppression("Ada@example.com")
+    bob = tracker.suppression("bob@example.com")
+    assert ada is not None and (ada.cause, ada.source, ada.event_id, ada.scope) == (
+        "bounced",
+        "event",
+        "ev-1",
+        None,
+    )
+    assert bob is not None and (bob.cause, bob.source) == ("manual", "manual")
+    assert [c.action for c in tracker.suppression_history("bob@example.com")] == ["added"]

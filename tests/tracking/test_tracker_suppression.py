@@ -29,11 +29,15 @@ def test_hard_bounces_complaints_and_unsubscribes_suppress(
     cause = event(kind, at=5, recipient="Ada@Example.COM", bounce=bounce, reason="why")
     tracker.ingest([cause])
     found = tracker.suppression("Ada@example.com")
+    scope = "default" if kind == "unsubscribed" else None
     assert found == Suppression(
         address="Ada@Example.COM",
         reason="why",
         cause=EventType(kind),
         created_at=T0 + timedelta(seconds=5),
+        scope=scope,
+        source="event",
+        provider="memory",
         event_id=cause.event_id,
         tracking_id="t1",
     )
@@ -78,10 +82,11 @@ def test_unsuppress_and_correcting_an_address_lift_it(tracker: Tracker) -> None:
 def test_manual_suppressions_are_listed_newest_first(store: Store) -> None:
     tracker = store.open()
     made = tracker.suppress("Zed@Example.com", "asked by phone")
-    assert (made.address, made.cause, made.event_id) == ("Zed@example.com", EventType.UNKNOWN, None)
+    assert (made.address, made.cause, made.event_id) == ("Zed@example.com", "manual", None)
+    assert made.source == "manual"
     assert tracker.suppression("Zed@example.com") == made
     store.clock.advance(timedelta(seconds=1))
-    tracker.suppress("amy@example.com", cause=EventType.UNSUBSCRIBED)
+    tracker.suppress("amy@example.com", cause="unsubscribed")
     tracker.ingest([event("complained", at=1)])
     page = tracker.suppressions(limit=2)
     assert [s.address for s in page] == ["amy@example.com", "Zed@example.com"]

@@ -173,3 +173,36 @@ def ingest_in_another_process(url: str, events: list[EmailEvent], seed: int) -> 
         for batch in batches_in_random_order(events, seed, size=7):
             tracker.ingest(batch)
         return tracker.count_events()
+
+
+def expected_suppressed(events: list[EmailEvent], now: datetime) -> bool:
+    """Whether one address's events leave it suppressed on the default stream, worked out
+    here from the rules rather than from the tracker: a complaint or a hard bounce always; an
+    unsubscribe unless a resubscribe is not older than it; five soft bounces in a row (no
+    delivery between them, none after) within 30 days, for 30 days after the fifth."""
+    if any(
+        e.type is EventType.COMPLAINED or (e.type is EventType.BOUNCED and e.bounce == "hard")
+        for e in events
+    ):
+        return True
+    resubscribed = [e.timestamp for e in events if e.type is EventType.RESUBSCRIBED]
+    for e in events:
+        if e.type is EventType.UNSUBSCRIBED and not any(r >= e.timestamp for r in resubscribed):
+            return True
+    timeline = sorted(
+        (e.timestamp, 0 if e.type is EventType.DELIVERED else 1, e.event_id)
+        for e in {e.event_id: e for e in events}.values()
+        if e.type is EventType.DELIVERED or (e.type is EventType.BOUNCED and e.bounce == "soft")
+    )
+    run: list[datetime] = []
+    earned: datetime | None = None
+    for at, kind, _ in timeline:
+        if kind == 0:
+            run = []
+            if earned is not None and at >= earned:
+                earned = None
+            continue
+        run = [t for t in run if t > at - timedelta(days=30)] + [at]
+        if len(run) >= 5:
+            earned, run = at, []
+    return earned is not None and earned + timedelta(days=30) > now

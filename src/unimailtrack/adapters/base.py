@@ -18,7 +18,7 @@ import hashlib
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -44,6 +44,7 @@ from unimailtrack.errors import (
     FieldError,
     InvalidRequest,
     NotPermitted,
+    NotSupported,
     PayloadTooLarge,
     ProviderUnavailable,
     RateLimited,
@@ -70,8 +71,12 @@ __all__ = [
     "Delivery",
     "InMemoryNonceStore",
     "NonceStore",
+    "PushCall",
+    "PushResult",
     "Recipient",
+    "RemoteSuppression",
     "ReplayToken",
+    "SuppressionPage",
     "error_for_status",
     "event_digest",
     "from_unix",
@@ -111,6 +116,54 @@ class Delivery:
     """What a delivery attempt produced: a result per recipient and the errors met."""
 
     results: list[RecipientResult] = field(default_factory=list)
+    errors: list[SendError] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSuppression:
+    """One entry of a provider's own suppression list, in neutral terms.
+
+    ``cause`` is ``bounced``, ``complained``, ``unsubscribed``, ``blocked`` or ``invalid``;
+    ``scope`` None for every stream, else the stream it concerns (an unsubscribe group's
+    name); ``temporary`` marks a list the provider itself keeps for a while only (soft
+    bounces, blocks), which never becomes a permanent suppression here; ``origin`` is the
+    provider's name for the list it came from."""
+
+    address: str
+    cause: str
+    scope: str | None = None
+    reason: str | None = None
+    created_at: datetime | None = None
+    temporary: bool = False
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionPage:
+    """One page of a provider's suppression list; ``cursor`` resumes right after it (None:
+    the list is complete)."""
+
+    items: tuple[RemoteSuppression, ...]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PushCall:
+    """One request that writes ``entries`` into a provider's suppression list; ``check``
+    raises a ``SendError`` when the provider did not take it."""
+
+    request: httpx.Request
+    entries: tuple[RemoteSuppression, ...]
+    check: Callable[[httpx.Response], None]
+
+
+@dataclass(slots=True)
+class PushResult:
+    """What a push wrote (``pushed``), what the provider's list cannot hold (``skipped``,
+    with why) and the requests it refused (``errors``)."""
+
+    pushed: list[RemoteSuppression] = field(default_factory=list)
+    skipped: list[tuple[RemoteSuppression, str]] = field(default_factory=list)
     errors: list[SendError] = field(default_factory=list)
 
 
@@ -387,6 +440,113 @@ class Adapter(ABC):
             webhook_log.debug("%s: webhook verification is turned off by configuration", self.name)
             return True
         return False
+
+    # ------------------------------------------------------------------ suppression lists
+    #
+    # An adapter whose provider keeps a suppression list with an API overrides the three
+    # pure methods below (request builders and a response reader, nothing else); the shells
+    # that page, retry (429 with Retry-After included, through ``self.retry``) and push are
+    # shared, sync and async. The default refuses with ``NotSupported``.
+
+    def suppression_page_request(self, cursor: str | None) -> httpx.Request:
+        """The request for the page of the provider's suppression list after ``cursor``
+        (None: the first page). ``cursor`` is whatever ``read_suppression_page`` returned."""
+        raise NotSupported(self.name, "reading its suppression list")
+
+    async def asuppression_page_request(self, cursor: str | None) -> httpx.Request:
+        """``suppression_page_request`` for the async path; override when building may block
+        (credentials)."""
+        return self.suppression_page_request(cursor)
+
+    def read_suppression_page(
+        self, cursor: str | None, response: httpx.Response
+    ) -> SuppressionPage:
+        """The page in ``response`` and the cursor after it; raises a ``SendError`` (e.g.
+        ``RateLimited``, retried by the shell) when the provider refused the request."""
+        raise NotSupported(self.name, "reading its suppression list")
+
+    def suppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        """The requests that write ``entries`` into the provider's list, and the entries it
+        cannot hold, with why."""
+        raise NotSupported(self.name, "writing its suppression list")
+
+    async def asuppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        return self.suppression_push_calls(entries)
+
+    @classmethod
+    def list_change(cls, provider_event: str, type: EventType) -> str | None:
+        """``"added"`` or ``"lifted"`` when an event of this provider says that the
+        provider's own suppression list changed (the tracker then records it with source
+        ``provider-sync``), else None."""
+        del provider_event, type
+        return None
+
+    def _fetch_page(self, cursor: str | None) -> SuppressionPage:
+        return self.read_suppression_page(
+            cursor, self.transport.send(self.suppression_page_request(cursor))
+        )
+
+    async def _afetch_page(self, cursor: str | None) -> SuppressionPage:
+        request = await self.asuppression_page_request(cursor)
+        return self.read_suppression_page(cursor, await self.async_transport.send(request))
+
+    def list_suppressions(self, *, cursor: str | None = None) -> Iterator[SuppressionPage]:
+        """The provider's suppression list, a page at a time, from after ``cursor`` (to
+        resume a pull that failed). Each page is retried as ``self.retry`` says; an error
+        that ends the retries is raised, and the pages already yielded stay valid."""
+        while True:
+            page = call_with_retry(self.retry, partial(self._fetch_page, cursor))
+            yield page
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    async def alist_suppressions(
+        self, *, cursor: str | None = None
+    ) -> AsyncIterator[SuppressionPage]:
+        """The async twin of ``list_suppressions``."""
+        while True:
+            page = await acall_with_retry(self.retry, partial(self._afetch_page, cursor))
+            yield page
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def _push_one(self, call: PushCall) -> None:
+        call.check(self.transport.send(call.request))
+
+    async def _apush_one(self, call: PushCall) -> None:
+        call.check(await self.async_transport.send(call.request))
+
+    def push_suppressions(self, entries: Sequence[RemoteSuppression]) -> PushResult:
+        """Write ``entries`` into the provider's own suppression list, so that it refuses
+        them as well."""
+        calls, skipped = self.suppression_push_calls(entries)
+        result = PushResult(skipped=list(skipped))
+        for call in calls:
+            try:
+                call_with_retry(self.retry, partial(self._push_one, call))
+            except SendError as exc:
+                result.errors.append(exc)
+            else:
+                result.pushed.extend(call.entries)
+        return result
+
+    async def apush_suppressions(self, entries: Sequence[RemoteSuppression]) -> PushResult:
+        calls, skipped = await self.asuppression_push_calls(entries)
+        result = PushResult(skipped=list(skipped))
+        for call in calls:
+            try:
+                await acall_with_retry(self.retry, partial(self._apush_one, call))
+            except SendError as exc:
+                result.errors.append(exc)
+            else:
+                result.pushed.extend(call.entries)
+        return result
 
     @classmethod
     def message_key(cls, message_id: str) -> str:

@@ -52,8 +52,11 @@ from unimailtrack.adapters.base import (
     Call,
     InMemoryNonceStore,
     NonceStore,
+    PushCall,
     Recipient,
+    RemoteSuppression,
     ReplayToken,
+    SuppressionPage,
     error_for_status,
     event_digest,
     is_fresh,
@@ -360,6 +363,37 @@ class MailgunAdapter(Adapter):
 
     def __repr__(self) -> str:
         return f"<MailgunAdapter domain={self.domain!r} region={self.region!r}>"
+
+    # Suppression lists (adapters/_suppressions_mailgun.py holds the wire format).
+
+    def _api_place(self) -> tuple[str, dict[str, str]]:
+        if self._authorization is None or self.domain is None:
+            raise ConfigurationError(
+                "Mailgun's suppression lists need an API key and a domain: "
+                "mailgun://API_KEY:example.com@default"
+            )
+        return self.domain, {"Authorization": self._authorization, "Accept": "application/json"}
+
+    def suppression_page_request(self, cursor: str | None) -> httpx.Request:
+        from unimailtrack.adapters import _suppressions_mailgun as lists
+
+        domain, headers = self._api_place()
+        return lists.page_request(self.base_url, domain, headers, cursor)
+
+    def read_suppression_page(
+        self, cursor: str | None, response: httpx.Response
+    ) -> SuppressionPage:
+        from unimailtrack.adapters import _suppressions_mailgun as lists
+
+        return lists.read_page(cursor, response)
+
+    def suppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        from unimailtrack.adapters import _suppressions_mailgun as lists
+
+        domain, headers = self._api_place()
+        return lists.push_calls(self.base_url, domain, headers, entries)
 
     # ------------------------------------------------------------------ sending
 

@@ -49,7 +49,10 @@ from unimailtrack._version import __version__
 from unimailtrack.adapters.base import (
     Adapter,
     Call,
+    PushCall,
     Recipient,
+    RemoteSuppression,
+    SuppressionPage,
     error_for_status,
     event_digest,
     is_fresh,
@@ -777,6 +780,34 @@ class SendGridAdapter(Adapter):
                 )
             )
         return calls
+
+    # Suppression lists (adapters/_suppressions_sendgrid.py holds the wire format).
+
+    def _api_headers(self) -> dict[str, str]:
+        if self._send_headers is None:
+            raise ConfigurationError(
+                "SendGrid's suppression lists need an API key: sendgrid://API_KEY@default"
+            )
+        return {"Authorization": self._send_headers["Authorization"], "Accept": "application/json"}
+
+    def suppression_page_request(self, cursor: str | None) -> httpx.Request:
+        from unimailtrack.adapters import _suppressions_sendgrid as lists
+
+        return lists.page_request(self.base_url, self._api_headers(), cursor)
+
+    def read_suppression_page(
+        self, cursor: str | None, response: httpx.Response
+    ) -> SuppressionPage:
+        from unimailtrack.adapters import _suppressions_sendgrid as lists
+
+        return lists.read_page(cursor, response)
+
+    def suppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        from unimailtrack.adapters import _suppressions_sendgrid as lists
+
+        return lists.push_calls(self.base_url, self._api_headers(), entries)
 
     @classmethod
     def message_key(cls, message_id: str) -> str:

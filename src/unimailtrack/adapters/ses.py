@@ -44,7 +44,10 @@ from unimailtrack.adapters._sns import CertificateLoader, SnsSigner, SnsVerifier
 from unimailtrack.adapters.base import (
     Adapter,
     Call,
+    PushCall,
     Recipient,
+    RemoteSuppression,
+    SuppressionPage,
     error_for_status,
     event_digest,
     signature_failure,
@@ -167,6 +170,15 @@ class _Signer:
         frozen = self.credentials.get_frozen_credentials()
         aws.SigV4Auth(frozen, self.signing_name, self.region).add_auth(request)
         return httpx.Request("POST", url, content=body, headers=dict(request.headers.items()))
+
+    def sign_request(self, method: str, url: str, body: bytes) -> httpx.Request:
+        """Any SES v2 request, signed (the suppression-list calls use it)."""
+        aws = _botocore()
+        headers = {"Content-Type": "application/json"} if body else {}
+        request = aws.AWSRequest(method=method, url=url, data=body, headers=headers)
+        frozen = self.credentials.get_frozen_credentials()
+        aws.SigV4Auth(frozen, self.signing_name, self.region).add_auth(request)
+        return httpx.Request(method, url, content=body, headers=dict(request.headers.items()))
 
 
 def _stale(request: httpx.Request, now: datetime | None = None) -> bool:
@@ -733,6 +745,44 @@ class SESAdapter(Adapter):
         return await super()._arun(call)
 
     # ------------------------------------------------------------------ webhooks
+
+    # Suppression list (adapters/_suppressions_ses.py holds the wire format).
+
+    def suppression_page_request(self, cursor: str | None) -> httpx.Request:
+        from unimailtrack.adapters import _suppressions_ses as lists
+
+        signer = self._aws_signer()
+        return lists.page_request(signer.endpoint, signer.sign_request, cursor)
+
+    async def asuppression_page_request(self, cursor: str | None) -> httpx.Request:
+        return await asyncio.to_thread(self.suppression_page_request, cursor)
+
+    def read_suppression_page(
+        self, cursor: str | None, response: httpx.Response
+    ) -> SuppressionPage:
+        from unimailtrack.adapters import _suppressions_ses as lists
+
+        return lists.read_page(cursor, response)
+
+    def suppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        from unimailtrack.adapters import _suppressions_ses as lists
+
+        signer = self._aws_signer()
+        return lists.push_calls(signer.endpoint, signer.sign_request, entries)
+
+    async def asuppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        return await asyncio.to_thread(self.suppression_push_calls, entries)
+
+    @classmethod
+    def list_change(cls, provider_event: str, type: EventType) -> str | None:
+        """A subscription event is the contact list itself changing."""
+        if provider_event != "Subscription":
+            return None
+        return {EventType.UNSUBSCRIBED: "added", EventType.RESUBSCRIBED: "lifted"}.get(type)
 
     def verify_webhook(
         self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None

@@ -25,6 +25,7 @@ __all__ = [
     "Posting",
     "ProviderEmulator",
     "SentCopy",
+    "SuppressionLists",
     "iso_time",
     "stable_token",
 ]
@@ -38,6 +39,7 @@ class Incoming:
     path: str
     headers: Mapping[str, str]
     body: bytes
+    query: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,46 @@ class ProviderEmulator(Protocol):
     def adapter(self, base_url: str, **options: Any) -> Adapter:
         """The real adapter, pointed at the emulator and trusting its webhooks."""
         ...
+
+
+@dataclass
+class SuppressionLists:
+    """A provider's own suppression lists, as the emulator keeps them: list name -> records
+    in the provider's shape. ``fail_after`` makes list reads answer 500 once that many pages
+    were served (to test a pull that fails half-way); set it back to None to recover."""
+
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+    fail_after: int | None = None
+    served: int = 0
+
+    def __post_init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+
+    def add(self, name: str, *records: Any) -> None:
+        with self._lock:
+            self.lists.setdefault(name, []).extend(records)
+
+    def records(self, name: str) -> list[Any]:
+        with self._lock:
+            return list(self.lists.get(name, ()))
+
+    def page(self, name: str, offset: int, limit: int) -> list[Any] | None:
+        """Records ``offset`` to ``offset + limit`` of ``name``; None when failing."""
+        with self._lock:
+            if self.fail_after is not None and self.served >= self.fail_after:
+                return None
+            self.served += 1
+            return list(self.lists.get(name, ())[offset : offset + limit])
+
+
+def query_int(query: Mapping[str, list[str]], name: str, default: int, most: int) -> int:
+    try:
+        value = int(query.get(name, [str(default)])[0])
+    except ValueError:
+        return default
+    return max(0, min(value, most))
 
 
 def stable_token(*parts: str | int, size: int = 16) -> str:

@@ -41,7 +41,16 @@ import httpx
 from unimailtrack.adapters._sns import topic_region
 from unimailtrack.adapters.base import Adapter
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
-from unimailtrack.emulator._model import Answer, Incoming, ProviderEmulator, SentCopy
+from unimailtrack.emulator import mailgun as _mailgun_api
+from unimailtrack.emulator import sendgrid as _sendgrid_api
+from unimailtrack.emulator import ses as _ses_api
+from unimailtrack.emulator._model import (
+    Answer,
+    Incoming,
+    ProviderEmulator,
+    SentCopy,
+    SuppressionLists,
+)
 from unimailtrack.emulator.mailgun import MailgunEmulator
 from unimailtrack.emulator.scenarios import SCENARIOS
 from unimailtrack.emulator.sendgrid import DEFAULT_BATCH_SIZE, SendGridEmulator
@@ -61,6 +70,12 @@ MAX_REQUEST_BYTES: Final = 40 * 1024 * 1024
 """Larger than any provider takes (SendGrid's 30 MB is the largest), so each refuses first."""
 
 _RETRY_PAUSE: Final = 0.1
+_API_MODULES: Final[Mapping[str, Any]] = {
+    "sendgrid": _sendgrid_api,
+    "mailgun": _mailgun_api,
+    "ses": _ses_api,
+}
+"""Each provider module's suppression-list API (``handles_api`` and ``answer_api``)."""
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})
 
 
@@ -365,16 +380,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(Answer.json(413, {"message": "the request is too large"}))
             return
+        parts = urlsplit(self.path)
         request = Incoming(
-            method="POST",
-            path=urlsplit(self.path).path,
+            method=self.command,
+            path=parts.path,
             headers={k.lower(): v for k, v in self.headers.items()},
             body=self.rfile.read(int(length)),
+            query=parts.query,
         )
+        answer = self.server.emulator.serve_api(request)
+        if answer is not None:
+            self._write(answer)
+            return
         self.server.emulator.serve_post(request, self._write)
 
+    do_PUT = do_POST
+
     def do_GET(self) -> None:
-        self._write(self.server.emulator.serve_get(urlsplit(self.path).path))
+        parts = urlsplit(self.path)
+        request = Incoming(
+            method="GET",
+            path=parts.path,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=b"",
+            query=parts.query,
+        )
+        answer = self.server.emulator.serve_api(request)
+        self._write(answer or self.server.emulator.serve_get(parts.path))
 
     def do_HEAD(self) -> None:
         answer = self.server.emulator.serve_get(urlsplit(self.path).path)
@@ -639,6 +671,34 @@ class Emulator:
             headers = {**answer.headers, "Retry-After": str(wait)}
             return Answer(answer.status, answer.body, headers), []
         return provider.accept(request, datetime.now(UTC))
+
+    def suppressions(self, provider: str) -> SuppressionLists:
+        """The provider's own suppression lists, as the emulator keeps them (to seed them,
+        read what a push wrote, or make reads fail half-way)."""
+        found: SuppressionLists = getattr(self._provider(provider), "suppressions")  # noqa: B009
+        return found
+
+    def serve_api(self, request: Incoming) -> Answer | None:
+        """A provider's suppression-list API, or None when ``request`` is not one. The rate
+        limit counts these requests with the provider's sends."""
+        for name, module in _API_MODULES.items():
+            if name in self._providers and module.handles_api(request.path):
+                window = self._limits.get(name)
+                wait = window.take(time.monotonic()) if window is not None else None
+                provider = self._providers[name]
+                if wait is not None:
+                    answer = provider.throttled(wait)
+                    return Answer(
+                        answer.status, answer.body, {**answer.headers, "Retry-After": str(wait)}
+                    )
+                now = datetime.now(UTC)
+                api: Answer
+                if name == "mailgun":
+                    api = module.answer_api(provider, request, now, self.url)
+                else:
+                    api = module.answer_api(provider, request, now)
+                return api
+        return None
 
     def serve_get(self, path: str) -> Answer:
         """The SNS signing certificate, or a description of the emulator at ``/``."""

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import getaddresses
 from typing import Any, ClassVar, Final
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from unimailtrack.adapters.mailgun import (
     BATCH_LIMIT,
@@ -30,7 +30,15 @@ from unimailtrack.adapters.mailgun import (
     MailgunWebhookSigner,
     decode_body,
 )
-from unimailtrack.emulator._model import Answer, Incoming, Posting, SentCopy, stable_token
+from unimailtrack.emulator._model import (
+    Answer,
+    Incoming,
+    Posting,
+    SentCopy,
+    SuppressionLists,
+    query_int,
+    stable_token,
+)
 from unimailtrack.emulator.scenarios import CLICKED_URL, Step, StepKind, scenario_for
 from unimailtrack.errors import InvalidAddress, PayloadError
 from unimailtrack.model import Address, BounceKind
@@ -220,6 +228,7 @@ class MailgunEmulator:
 
     def __init__(self, *, api_key: str | None = None, signing_key: str | None = None) -> None:
         self.api_key = api_key
+        self.suppressions = SuppressionLists()
         self.signing_key = signing_key or secrets.token_hex(16)
         self.signer = MailgunWebhookSigner(self.signing_key)
 
@@ -326,3 +335,49 @@ class MailgunEmulator:
             base_url=base_url,
             **options,
         )
+
+
+# --------------------------------------------------------------------------- suppression lists
+
+_LIST_PATH: Final = re.compile(r"/v3/(?P<domain>[^/]+)/(?P<list>bounces|complaints|unsubscribes)")
+
+
+def handles_api(path: str) -> bool:
+    return _LIST_PATH.fullmatch(path) is not None
+
+
+def answer_api(
+    emulator: MailgunEmulator, request: Incoming, now: datetime, base_url: str
+) -> Answer:
+    """Mailgun's suppression lists: ``GET`` pages of at most 1000 with ``paging`` URLs (the
+    emulator's ``next`` carries an offset; an empty page ends the list), ``POST`` a JSON
+    array of up to 1000 records."""
+    if not emulator._authorized(request.headers.get("authorization", "")):
+        return Answer.json(401, {"message": "Invalid private key"})
+    found = _LIST_PATH.fullmatch(request.path)
+    assert found is not None
+    name, lists = found["list"], emulator.suppressions
+    if request.method == "GET":
+        query = parse_qs(request.query)
+        limit = query_int(query, "limit", 100, 1000) or 100
+        offset = query_int(query, "offset", 0, 10**9)
+        page = lists.page(name, offset, limit)
+        if page is None:
+            return Answer.json(500, {"message": "Internal error"})
+        url = f"{base_url}{request.path}"
+        following = f"{url}?{urlencode({'page': 'next', 'limit': limit, 'offset': offset + limit})}"
+        paging = {"first": f"{url}?limit={limit}", "last": f"{url}?page=last", "next": following}
+        return Answer.json(200, {"items": page, "paging": paging})
+    if request.method == "POST":
+        try:
+            records = json.loads(request.body)
+            if not isinstance(records, list) or len(records) > 1000:
+                raise ValueError("not a list of at most 1000")
+            if not all(isinstance(r, dict) and isinstance(r.get("address"), str) for r in records):
+                raise ValueError("a record without an address")
+        except ValueError:
+            return Answer.json(400, {"message": "a JSON array of up to 1000 records is expected"})
+        stamp = now.strftime("%a, %d %b %Y %H:%M:%S UTC")
+        lists.add(name, *({"created_at": stamp, **record} for record in records))
+        return Answer.json(200, {"message": f"{len(records)} addresses have been added"})
+    return Answer.json(405, {"message": "Method not allowed"})

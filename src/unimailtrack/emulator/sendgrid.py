@@ -14,19 +14,28 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Final
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from unimailtrack.adapters.sendgrid import (
     MAX_PERSONALIZATIONS,
     SendGridAdapter,
     SendGridWebhookSigner,
 )
-from unimailtrack.emulator._model import Answer, Incoming, Posting, SentCopy, stable_token
+from unimailtrack.emulator._model import (
+    Answer,
+    Incoming,
+    Posting,
+    SentCopy,
+    SuppressionLists,
+    query_int,
+    stable_token,
+)
 from unimailtrack.emulator.scenarios import (
     CLICKED_URL,
     Step,
@@ -263,6 +272,7 @@ class SendGridEmulator:
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.api_key = api_key
+        self.suppressions = SuppressionLists()
         self.signer = signer or SendGridWebhookSigner()
         self.batch_size = max(1, batch_size)
         self._filters = itertools.count(1)
@@ -376,3 +386,57 @@ class SendGridEmulator:
             base_url=base_url,
             **options,
         )
+
+
+# --------------------------------------------------------------------------- suppression lists
+
+_LIST_PATH: Final = re.compile(
+    r"/v3/suppression/(?P<list>bounces|blocks|spam_reports|invalid_emails|unsubscribes)"
+)
+_GROUP_PATH: Final = re.compile(r"/v3/asm/groups/(?P<id>\d+)/suppressions")
+
+
+def handles_api(path: str) -> bool:
+    return bool(
+        _LIST_PATH.fullmatch(path)
+        or _GROUP_PATH.fullmatch(path)
+        or path in ("/v3/asm/groups", "/v3/asm/suppressions/global")
+    )
+
+
+def answer_api(emulator: SendGridEmulator, request: Incoming, now: datetime) -> Answer:
+    """SendGrid's suppression API: the lists paged by ``offset``/``limit`` (500 at most),
+    the unsubscribe groups and their suppressions, and adding global unsubscribes."""
+    if not emulator._authorized(request.headers.get("authorization", "")):
+        return Answer.json(401, {"errors": [{"field": None, "message": _UNAUTHORIZED}]})
+    lists = emulator.suppressions
+    query = parse_qs(request.query)
+    found = _LIST_PATH.fullmatch(request.path)
+    if found and request.method == "GET":
+        offset = query_int(query, "offset", 0, 10**9)
+        page = lists.page(found["list"], offset, query_int(query, "limit", 500, 500))
+        if page is None:
+            return Answer.json(500, {"errors": [{"message": "internal error"}]})
+        return Answer.json(200, page)
+    if request.path == "/v3/asm/groups" and request.method == "GET":
+        groups = lists.records("groups")
+        return Answer.json(200, [{"id": g["id"], "name": g["name"]} for g in groups])
+    group = _GROUP_PATH.fullmatch(request.path)
+    if group and request.method == "GET":
+        for g in lists.records("groups"):
+            if g["id"] == int(group["id"]):
+                page = lists.page(f"group:{g['id']}", 0, 10**9)
+                if page is None:
+                    return Answer.json(500, {"errors": [{"message": "internal error"}]})
+                return Answer.json(200, page)
+        return Answer.json(404, {"errors": [{"message": "group not found"}]})
+    if request.path == "/v3/asm/suppressions/global" and request.method == "POST":
+        try:
+            emails = json.loads(request.body)["recipient_emails"]
+            if not isinstance(emails, list) or not all(isinstance(e, str) for e in emails):
+                raise ValueError("recipient_emails is not a list of addresses")
+        except (ValueError, KeyError, TypeError):
+            return Answer.json(400, {"errors": [{"message": "recipient_emails is required"}]})
+        lists.add("unsubscribes", *({"created": int(now.timestamp()), "email": e} for e in emails))
+        return Answer.json(201, {"recipient_emails": emails})
+    return Answer.json(405, {"errors": [{"message": "method not allowed"}]})

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import Any, ClassVar, Final
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from unimailtrack.adapters._sns import SnsSigner, topic_region
 from unimailtrack.adapters.ses import SEND_PATH, SESAdapter
@@ -41,7 +41,9 @@ from unimailtrack.emulator._model import (
     Incoming,
     Posting,
     SentCopy,
+    SuppressionLists,
     iso_time,
+    query_int,
     stable_token,
 )
 from unimailtrack.emulator.scenarios import CLICKED_URL, Step, StepKind, scenario_for
@@ -156,8 +158,12 @@ def expected_signature(request: Incoming, auth: _Authorization, secret: str) -> 
 
     host = request.headers.get("host", "")
     signed = {name: request.headers.get(name, "") for name in auth.signed_headers}
+    query = f"?{request.query}" if request.query else ""
     aws_request = AWSRequest(
-        method=request.method, url=f"http://{host}{request.path}", data=request.body, headers=signed
+        method=request.method,
+        url=f"http://{host}{request.path}{query}",
+        data=request.body,
+        headers=signed,
     )
     aws_request.context["timestamp"] = auth.stamp
     signer = SigV4Auth(Credentials(auth.key, secret), auth.service, auth.region)
@@ -422,6 +428,7 @@ class SESEmulator:
         if where is None:
             raise ConfigurationError(f"{topic_arn!r} is not an SNS topic ARN")
         self.topic_arn = topic_arn
+        self.suppressions = SuppressionLists()
         self.region = where[1]
         self.account = topic_arn.split(":")[4]
         self.credentials = dict(credentials or {})
@@ -579,3 +586,50 @@ class SESEmulator:
             "trusted_certificate_urls": [self.certificate_url],
         }
         return SESAdapter(**{**settings, **options})
+
+
+# --------------------------------------------------------------------------- suppression list
+
+SUPPRESSION_PATH: Final = "/v2/email/suppression/addresses"
+
+
+def handles_api(path: str) -> bool:
+    return path == SUPPRESSION_PATH
+
+
+def answer_api(emulator: SESEmulator, request: Incoming, now: datetime) -> Answer:
+    """SES v2's ``ListSuppressedDestinations`` (``PageSize`` up to 1000, ``NextToken``: the
+    offset, as an opaque token) and ``PutSuppressedDestination``, signed like every call."""
+    refusal = emulator._refusal(request, now)
+    if refusal is not None:
+        return refusal
+    lists = emulator.suppressions
+    if request.method == "GET":
+        query = parse_qs(request.query)
+        token = query.get("NextToken", [""])[0]
+        try:
+            offset = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+        except (ValueError, binascii.Error):
+            return _error(400, "BadRequestException", "The NextToken is not valid.")
+        size = query_int(query, "PageSize", 1000, 1000) or 1000
+        page = lists.page("addresses", offset, size)
+        if page is None:
+            return _error(500, "InternalFailure", "The request processing has failed.")
+        body: dict[str, Any] = {"SuppressedDestinationSummaries": page}
+        if len(lists.records("addresses")) > offset + size:
+            body["NextToken"] = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
+        return Answer.json(200, body)
+    if request.method == "PUT":
+        try:
+            data = json.loads(request.body)
+            address, reason = data["EmailAddress"], data["Reason"]
+            if not isinstance(address, str) or reason not in ("BOUNCE", "COMPLAINT"):
+                raise ValueError("EmailAddress or Reason is wrong")
+        except (ValueError, KeyError, TypeError):
+            return _error(400, "BadRequestException", "EmailAddress and Reason are required.")
+        lists.add(
+            "addresses",
+            {"EmailAddress": address, "Reason": reason, "LastUpdateTime": int(now.timestamp())},
+        )
+        return Answer.json(200, {})
+    return _error(405, "MethodNotAllowed", "The method is not allowed.")

@@ -25,19 +25,24 @@ from unimailtrack.tracking._records import (
     StateChange,
 )
 from unimailtrack.tracking._store import Store, StoreContentError, StoreError
-from unimailtrack.tracking._tracker import Tracker
+from unimailtrack.tracking._suppression import ImportReport, InvalidRow, SoftBouncePolicy
+from unimailtrack.tracking._tracker import SuppressionChange, Tracker
 
 __all__ = [
     "BulkStats",
     "ChangeStream",
     "DeadLetter",
     "DomainAlert",
+    "ImportReport",
     "IngestResult",
+    "InvalidRow",
     "Page",
     "SendRecord",
+    "SoftBouncePolicy",
     "StateChange",
     "Store",
     "StoreContentError",
     "StoreError",
+    "SuppressionChange",
     "Tracker",
 ]

@@ -43,6 +43,7 @@ from unimailtrack.model import (
     storable_text,
     suppression_key,
 )
+from unimailtrack.tracking import _suppression as S
 from unimailtrack.tracking._records import (
     BulkStats,
     DeadLetter,
@@ -116,6 +117,7 @@ def _bits(*types: EventType) -> int:
 
 
 _ARRIVED_BITS = _bits(*_ARRIVED)
+_DEFAULT_POLICY = S.SoftBouncePolicy()
 _IN_LIST_CHUNK = 500
 
 
@@ -333,8 +335,9 @@ _LINK_WAIT_TAIL = (
 """Lock (or create, marked as having orphans) each link row and read its tracking id."""
 
 
-def ingest(batch: Batch) -> Program[IngestResult]:
-    """Store a batch of events and fold the new ones into their states (one transaction)."""
+def ingest(batch: Batch, policy: S.SoftBouncePolicy = _DEFAULT_POLICY) -> Program[IngestResult]:
+    """Store a batch of events and fold the new ones into their states and into the
+    suppression list (one transaction)."""
     rows: Sequence[EventRow] = batch.rows
     found: dict[LinkKey, str] = {}
     if batch.links:
@@ -352,7 +355,7 @@ def ingest(batch: Batch) -> Program[IngestResult]:
         fresh = [row for row in rows if row[_EVENT_ID] in new_ids]
         partials = _partials(fresh)
     changes = yield from _fold_in(partials, batch.received_at_us)
-    yield from _suppress(fresh)
+    yield from S.from_events(fresh, batch.received_at_us, policy)
     return IngestResult(
         new=len(inserted), duplicates=batch.received - len(inserted), changes=tuple(changes)
     )
@@ -539,118 +542,61 @@ _BY_TRACKING_ID = attrgetter("tracking_id")
 
 
 # --------------------------------------------------------------------------- suppression
-
-_SUPPRESSION_COLUMNS = "address_key, address, reason, cause, created_at_us, event_id, tracking_id"
-_SUPPRESSION_INSERT = f"INSERT INTO suppressions ({_SUPPRESSION_COLUMNS})"
-_SUPPRESSION_SET = (
-    "address = excluded.address, reason = excluded.reason, cause = excluded.cause, "
-    "created_at_us = excluded.created_at_us, event_id = excluded.event_id, "
-    "tracking_id = excluded.tracking_id"
-)
-_SUPPRESSION_EARLIEST = (
-    f"ON CONFLICT (address_key) DO UPDATE SET {_SUPPRESSION_SET} "
-    "WHERE (excluded.created_at_us, excluded.event_id) < "
-    "(suppressions.created_at_us, COALESCE(suppressions.event_id, ''))"
-)
-"""An address stays suppressed since the earliest event that suppressed it, whatever order
-the events arrive in."""
-
-_SUPPRESSING = frozenset({EventType.COMPLAINED.value, EventType.UNSUBSCRIBED.value})
-"""Besides hard bounces: what suppresses an address. Soft, block and undetermined bounces
-never do."""
-_BOUNCED, _HARD = EventType.BOUNCED.value, BounceKind.HARD.value
+# The list itself lives in ``_suppression``; these are the programs the tracker runs.
 
 
-def _suppress(fresh: Iterable[EventRow]) -> Program[None]:
-    chosen: dict[str, tuple[Any, ...]] = {}
-    for row in fresh:
-        kind = row[_TYPE]
-        if not (kind in _SUPPRESSING or (kind == _BOUNCED and row[_BOUNCE] == _HARD)):
-            continue
-        recipient = row[_RECIPIENT]
-        if not recipient:
-            continue
-        key = suppression_key(recipient)
-        entry = (
-            key,
-            recipient,
-            row[_REASON],
-            kind,
-            row[_TIMESTAMP],
-            row[_EVENT_ID],
-            row[_TRACKING_ID],
-        )
-        current = chosen.get(key)
-        if current is None or (entry[4], entry[5]) < (current[4], current[5]):
-            chosen[key] = entry
-    if chosen:
-        yield Write(_SUPPRESSION_INSERT, [chosen[k] for k in sorted(chosen)], _SUPPRESSION_EARLIEST)
+def suppressions_for(
+    addresses: Sequence[str], stream: str | None, now_us: int
+) -> Program[dict[str, Suppression]]:
+    return (yield from S.lookup(addresses, stream, now_us))
 
 
-def _suppression_from_row(row: Sequence[Any]) -> Suppression:
-    return Suppression(
-        address=row[1],
-        reason=row[2],
-        cause=EventType(row[3]),
-        created_at=from_micros(row[4]),
-        event_id=row[5],
-        tracking_id=row[6],
-    )
-
-
-def suppressions_for(addresses: Sequence[str]) -> Program[dict[str, Suppression]]:
-    keys = sorted({suppression_key(a) for a in addresses})
-    found: dict[str, Suppression] = {}
-    for start in range(0, len(keys), _IN_LIST_CHUNK):
-        chunk = keys[start : start + _IN_LIST_CHUNK]
-        rows = yield Query(
-            f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions "
-            f"WHERE address_key IN ({', '.join('?' * len(chunk))})",
-            chunk,
-        )
-        found.update((row[0], _suppression_from_row(row)) for row in rows)
-    return found
-
-
-def suppression(address: str) -> Program[Suppression | None]:
-    found = yield from suppressions_for([address])
+def suppression(address: str, stream: str | None, now_us: int) -> Program[Suppression | None]:
+    found = yield from S.lookup([address], stream, now_us)
     return found.get(suppression_key(address))
 
 
-def unsuppress(address: str) -> Program[Suppression | None]:
-    rows = yield Query(
-        f"DELETE FROM suppressions WHERE address_key = ? RETURNING {_SUPPRESSION_COLUMNS}",
-        (suppression_key(address),),
+def unsuppress(
+    address: str, reason: str | None, cause: str, now_us: int, policy: S.SoftBouncePolicy
+) -> Program[list[Suppression]]:
+    """Lift every scope of ``address``; returns what stood before."""
+    key = suppression_key(address)
+    lift = S.Claim(
+        key,
+        S.EVERY_SCOPE,
+        S.LIFTED,
+        address.strip(),
+        cause,
+        reason,
+        "manual",
+        None,
+        None,
+        None,
+        now_us,
+        None,
+        now_us,
     )
-    return _suppression_from_row(rows[0]) if rows else None
+    applied = yield from S.apply([lift], now_us, policy=policy, soft_keys=[key])
+    lifted = [
+        was.suppression()
+        for (_, scope), was in sorted(applied.before.items())
+        if was is not None and (was.expires_at_us is None or was.expires_at_us > now_us)
+    ]
+    return lifted
 
 
-def suppress(
-    address: str, reason: str | None, cause: EventType, now_us: int
-) -> Program[Suppression]:
-    row = (suppression_key(address), address.strip(), reason, cause.value, now_us, None, None)
-    yield Write(
-        _SUPPRESSION_INSERT, [row], f"ON CONFLICT (address_key) DO UPDATE SET {_SUPPRESSION_SET}"
-    )
-    return _suppression_from_row(row)
+def suppress(claim: S.Claim, now_us: int, policy: S.SoftBouncePolicy) -> Program[Suppression]:
+    yield from S.apply([claim], now_us, policy=policy)
+    return claim.suppression()
 
 
-def list_suppressions(cursor: str | None, limit: int) -> Program[Page[Suppression]]:
-    where, params = "", {"limit": limit + 1}
+def list_suppressions(cursor: str | None, limit: int, now_us: int) -> Program[Page[Suppression]]:
+    position = None
     if cursor is not None:
-        created, key = decode_cursor("suppressions", cursor, 2)
-        where = "WHERE (created_at_us, address_key) < (:created, :key)"
-        params.update(created=created, key=key)
-    rows = yield Query(
-        f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions {where} "
-        "ORDER BY created_at_us DESC, address_key DESC LIMIT :limit",
-        params,
-    )
-    total = yield Query("SELECT COUNT(*) FROM suppressions")
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor("suppressions", [rows[-1][4], rows[-1][0]]) if more else None
-    return Page(tuple(_suppression_from_row(r) for r in rows), next_cursor, int(total[0][0]))
+        at, key, scope = decode_cursor("suppressions", cursor, 3)
+        position = (int(at), str(key), str(scope))
+    items, next_cursor, total = yield from S.listing(position, limit, now_us)
+    return Page(tuple(items), next_cursor, total)
 
 
 # --------------------------------------------------------------------------- sends
@@ -658,7 +604,7 @@ def list_suppressions(cursor: str | None, limit: int) -> Program[Page[Suppressio
 _SEND_COLUMNS = (
     "tracking_id, bulk_id, provider, message_id, sender, recipient, recipient_key, name, "
     "subject, category, metadata, tags, track_opens, track_clicks, send_status, send_error, "
-    "sent_at_us, updated_at_us"
+    "sent_at_us, updated_at_us, stream"
 )
 _SEND_INSERT = f"INSERT INTO messages ({_SEND_COLUMNS})"
 _SEND_UPSERT = (
@@ -724,6 +670,7 @@ def send_rows(email: Email, result: SendResult, now_us: int) -> SendRows:
                 recipient.error,
                 now_us,
                 now_us,
+                email.stream,
             )
         )
         if recipient.provider and recipient.message_id:

@@ -20,7 +20,9 @@ Tables (times are integer microseconds since the epoch, UTC):
   event that carries none waits for its send.
 - ``links``: (provider, provider message id, recipient) -> tracking id; the meeting point
   where an event that carries no tracking id finds its send, whichever is written first.
-- ``suppressions``, ``dead_letters``, ``nonces``: the suppression list, unparseable webhook
+- ``suppressions`` (version 1; replaced by ``suppression_history`` in version 3: every claim
+  made about an address, with ``standing`` marking the one that stands in each scope; see
+  ``_suppression``), ``dead_letters``, ``nonces``: the suppression list, unparseable webhook
   bodies, and webhook tokens already seen (with a digest of the request that spent each, when
   it was spent together with its events).
 """
@@ -193,7 +195,66 @@ _V2_NONCE_DIGEST = Migration(
 """A token spent together with its request's events keeps what that request said, so that
 the provider's retry of it is told apart from a different request under the same token."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2_NONCE_DIGEST)
+_V3_SUPPRESSION_HISTORY = Migration(
+    3,
+    "suppression scopes, provenance and history; the stream of each send",
+    (
+        """
+        CREATE TABLE suppression_history (
+            id {serial},
+            address_key {key} NOT NULL,
+            scope_key {key} NOT NULL,
+            action {text} NOT NULL,
+            address {text} NOT NULL,
+            cause {text} NOT NULL,
+            reason {text},
+            source {text} NOT NULL,
+            provider {text},
+            event_id {key},
+            tracking_id {key},
+            at_us {bigint} NOT NULL,
+            expires_at_us {bigint},
+            recorded_at_us {bigint} NOT NULL,
+            standing {bool} NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX suppression_history_by_address ON suppression_history
+        (address_key, scope_key)
+        """,
+        """
+        CREATE INDEX suppressions_standing ON suppression_history (at_us, address_key, scope_key)
+        WHERE standing
+        """,
+        """
+        CREATE INDEX suppressions_soft_limit ON suppression_history (address_key)
+        WHERE standing AND cause = 'soft-bounce-limit'
+        """,
+        """
+        INSERT INTO suppression_history (address_key, scope_key, action, address, cause, reason,
+            source, provider, event_id, tracking_id, at_us, expires_at_us, recorded_at_us,
+            standing)
+        SELECT address_key, '', 'added', address,
+            CASE WHEN event_id IS NULL AND cause = 'unknown' THEN 'manual' ELSE cause END,
+            reason, CASE WHEN event_id IS NULL THEN 'manual' ELSE 'event' END, NULL, event_id,
+            tracking_id, created_at_us, NULL, created_at_us, TRUE
+        FROM suppressions ORDER BY address_key
+        """,
+        "DROP TABLE suppressions",
+        """
+        CREATE TABLE suppression_locks (
+            bucket {int} PRIMARY KEY
+        )
+        """,
+        "ALTER TABLE messages ADD COLUMN stream {text}",
+        """
+        CREATE INDEX events_soft_bounces ON events (recipient_key, timestamp_us)
+        WHERE (type = 'bounced' AND bounce = 'soft') OR type = 'delivered'
+        """,
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2_NONCE_DIGEST, _V3_SUPPRESSION_HISTORY)
 LATEST = MIGRATIONS[-1].version
 
 _BOOKKEEPING = """

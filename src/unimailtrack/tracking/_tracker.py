@@ -12,8 +12,9 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import TracebackType
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from unimailtrack.errors import ConfigurationError
@@ -27,8 +28,12 @@ from unimailtrack.model import (
     EventType,
     SendResult,
     Suppression,
+    SuppressionSource,
+    check_stream,
+    suppression_key,
 )
 from unimailtrack.tracking import _programs as P
+from unimailtrack.tracking import _suppression as S
 from unimailtrack.tracking._live import Callback, ChangeStream, Hub
 from unimailtrack.tracking._records import (
     BulkStats,
@@ -40,9 +45,9 @@ from unimailtrack.tracking._records import (
     StateChange,
     to_micros,
 )
-from unimailtrack.tracking._store import ProgramFactory, Store
+from unimailtrack.tracking._store import Program, ProgramFactory, Store
 
-__all__ = ["DEFAULT_PATH", "Tracker"]
+__all__ = ["DEFAULT_PATH", "SuppressionChange", "Tracker"]
 
 T = TypeVar("T")
 
@@ -66,6 +71,8 @@ class WebhookToken(Protocol):
 
     @property
     def expires_at(self) -> datetime: ...
+
+
 BULK_PAGE = 1000
 """Rows in a page of ``bulk_rows`` when no ``limit`` is given, and in each page that
 ``iter_bulk_rows`` fetches."""
@@ -139,6 +146,38 @@ def _sqlite_store(url: str, now_us: int) -> Store:
     return SQLiteStore(path, timeout=timeout, now_us=now_us)
 
 
+@dataclass(frozen=True, slots=True)
+class SuppressionChange:
+    """One entry of an address's suppression history: ``action`` (``added``, ``lifted``,
+    ``cleared`` or ``expired``), the claim (``suppression``: its scope, cause, reason,
+    source, provider, event id and times), and when it was recorded."""
+
+    action: str
+    suppression: Suppression
+    recorded_at: datetime
+
+
+class _Replayable:
+    """The rows of an import, which a store may need to run again from the start (it retries
+    a transaction whole after a conflict): a sequence is read again; a one-shot iterator can
+    be read once, and a retry of it fails loudly rather than import half."""
+
+    def __init__(self, rows: Iterable[Any], *, numbered: bool) -> None:
+        self._rows = rows
+        self._numbered = numbered
+        self._started = False
+
+    def rows(self) -> Iterable[Any]:
+        if isinstance(self._rows, Sequence) or hasattr(self._rows, "reopen"):
+            return self._rows if self._numbered else enumerate(self._rows, start=1)
+        if self._started:
+            from unimailtrack.errors import StoreError
+
+            raise StoreError("the import must be retried but its rows were read once already")
+        self._started = True
+        return self._rows if self._numbered else enumerate(self._rows, start=1)
+
+
 class Tracker:
     """Remembers every send and every event, and answers what the product screens ask
     (contract).
@@ -150,7 +189,8 @@ class Tracker:
     context manager, sync and async).
 
     ``deferred_expiry`` is how long a deferral may stand before the badge reads failed /
-    ``"expired"``; ``clock`` replaces the current time (for tests and replays).
+    ``"expired"``; ``soft_bounces`` is the soft-bounce policy (``SoftBouncePolicy(limit=0)``
+    turns it off); ``clock`` replaces the current time (for tests and replays).
     """
 
     def __init__(
@@ -158,10 +198,12 @@ class Tracker:
         store: Store,
         *,
         deferred_expiry: timedelta = DEFAULT_DEFERRED_EXPIRY,
+        soft_bounces: S.SoftBouncePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._store = store
         self.deferred_expiry = deferred_expiry
+        self.soft_bounces = soft_bounces if soft_bounces is not None else S.SoftBouncePolicy()
         self._now = clock or (lambda: datetime.now(UTC))
         self._hub = Hub(lambda: store.listen(self._hub.publish))
 
@@ -171,6 +213,7 @@ class Tracker:
         url: str | None = None,
         *,
         deferred_expiry: timedelta = DEFAULT_DEFERRED_EXPIRY,
+        soft_bounces: S.SoftBouncePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> Tracker:
         """Open (creating or migrating as needed) the store ``url`` names (contract).
@@ -180,7 +223,12 @@ class Tracker:
         (one connection, for tests), ``postgresql://user@host/db?schema=name``.
         """
         now = (clock or (lambda: datetime.now(UTC)))()
-        return cls(open_store(url, now), deferred_expiry=deferred_expiry, clock=clock)
+        return cls(
+            open_store(url, now),
+            deferred_expiry=deferred_expiry,
+            soft_bounces=soft_bounces,
+            clock=clock,
+        )
 
     def __repr__(self) -> str:
         return f"<Tracker {self._store!r}>"
@@ -206,8 +254,8 @@ class Tracker:
     # ------------------------------------------------------------------ ingestion
 
     def _ingest(self, events: Iterable[EmailEvent]) -> _Op[IngestResult]:
-        batch = P.prepare(events, self._now_us())
-        return _Op(lambda: P.ingest(batch), write=True)
+        batch, policy = P.prepare(events, self._now_us()), self.soft_bounces
+        return _Op(lambda: P.ingest(batch, policy), write=True)
 
     def ingest(self, events: Iterable[EmailEvent]) -> IngestResult:
         """Store a batch of events, all or nothing, and fold them into their states
@@ -515,12 +563,24 @@ class Tracker:
 
     # ------------------------------------------------------------------ sending (SendLog)
 
-    def suppressions_for(self, addresses: Sequence[str]) -> Mapping[str, Suppression]:
-        """The suppressions among ``addresses``, keyed by ``model.suppression_key``."""
-        return self._run(_Op(lambda: P.suppressions_for(addresses), write=False))
+    def _suppressions_for(
+        self, addresses: Sequence[str], stream: str | None
+    ) -> _Op[dict[str, Suppression]]:
+        now_us = self._now_us()
+        return _Op(lambda: P.suppressions_for(addresses, stream, now_us), write=False)
 
-    async def asuppressions_for(self, addresses: Sequence[str]) -> Mapping[str, Suppression]:
-        return await self._arun(_Op(lambda: P.suppressions_for(addresses), write=False))
+    def suppressions_for(
+        self, addresses: Sequence[str], *, stream: str | None = None
+    ) -> Mapping[str, Suppression]:
+        """The suppressions that refuse ``addresses`` on ``stream``, keyed by
+        ``model.suppression_key``: one statement to the store for a whole bulk send (up to
+        16384 recipients; beyond, one per 16384)."""
+        return self._run(self._suppressions_for(addresses, stream))
+
+    async def asuppressions_for(
+        self, addresses: Sequence[str], *, stream: str | None = None
+    ) -> Mapping[str, Suppression]:
+        return await self._arun(self._suppressions_for(addresses, stream))
 
     def _record_send(self, email: Email, result: SendResult) -> _Op[list[StateChange]]:
         now_us = self._now_us()
@@ -539,66 +599,240 @@ class Tracker:
 
     # ------------------------------------------------------------------ suppression
 
-    def suppression(self, address: str) -> Suppression | None:
-        """Why ``address`` is suppressed, or None (contract). The domain compares
-        case-insensitively, the local part as written."""
-        return self._run(_Op(lambda: P.suppression(address), write=False))
-
-    async def asuppression(self, address: str) -> Suppression | None:
-        return await self._arun(_Op(lambda: P.suppression(address), write=False))
-
-    def unsuppress(self, address: str) -> Suppression | None:
-        """Lift the suppression of ``address`` (contract); returns what was lifted."""
-        return self._run(_Op(lambda: P.unsuppress(address), write=True))
-
-    async def aunsuppress(self, address: str) -> Suppression | None:
-        return await self._arun(_Op(lambda: P.unsuppress(address), write=True))
-
-    def _suppress(self, address: str, reason: str | None, cause: EventType) -> _Op[Suppression]:
-        checked = Address.parse(address).email
+    def _suppression(self, address: str, stream: str | None) -> _Op[Suppression | None]:
         now_us = self._now_us()
-        return _Op(lambda: P.suppress(checked, reason, cause, now_us), write=True)
+        return _Op(lambda: P.suppression(address, stream, now_us), write=False)
+
+    def suppression(self, address: str, *, stream: str | None = None) -> Suppression | None:
+        """Why ``address`` is refused on ``stream`` (None: the default stream), or None
+        (contract). An every-stream suppression is returned before a stream's own. The domain
+        compares case-insensitively, the local part as written."""
+        return self._run(self._suppression(address, stream))
+
+    async def asuppression(self, address: str, *, stream: str | None = None) -> Suppression | None:
+        return await self._arun(self._suppression(address, stream))
+
+    def _unsuppress(self, address: str, cause: str, reason: str | None) -> _Op[list[Suppression]]:
+        now_us, policy = self._now_us(), self.soft_bounces
+        return _Op(lambda: P.unsuppress(address, reason, cause, now_us, policy), write=True)
+
+    @staticmethod
+    def _first(lifted: list[Suppression]) -> Suppression | None:
+        every = [s for s in lifted if s.scope is None]
+        found = every or list(lifted)
+        return found[0] if found else None
+
+    def unsuppress(self, address: str, *, reason: str | None = None) -> Suppression | None:
+        """Lift every suppression of ``address``, in every scope (contract); returns what was
+        lifted (the every-stream one when there were several), or None. The lift is kept in
+        the history; an event older than it suppresses nothing again."""
+        return self._first(self._run(self._unsuppress(address, S.MANUAL, reason)))
+
+    async def aunsuppress(self, address: str, *, reason: str | None = None) -> Suppression | None:
+        return self._first(await self._arun(self._unsuppress(address, S.MANUAL, reason)))
+
+    def _suppress(
+        self,
+        address: str,
+        reason: str | None,
+        cause: str,
+        scope: str | None,
+        expires_at: datetime | None,
+    ) -> _Op[Suppression]:
+        checked = Address.parse(address).email
+        cause = str(cause)
+        if cause not in S.CAUSES and cause != EventType.UNKNOWN.value:
+            raise ValueError(f"unknown cause {cause!r}; use one of {', '.join(sorted(S.CAUSES))}")
+        if cause == EventType.UNKNOWN.value:
+            cause = S.MANUAL
+        key = S.ALL_STREAMS if scope is None else check_stream(scope)
+        now_us, policy = self._now_us(), self.soft_bounces
+        expires_us = None if expires_at is None else to_micros(expires_at)
+        if expires_us is not None and expires_us <= now_us:
+            raise ValueError("expires_at must be in the future")
+        claim = S.Claim(
+            suppression_key(checked),
+            key,
+            S.ADDED,
+            checked,
+            cause,
+            reason,
+            SuppressionSource.MANUAL.value,
+            None,
+            None,
+            None,
+            now_us,
+            expires_us,
+            now_us,
+        )
+        return _Op(lambda: P.suppress(claim, now_us, policy), write=True)
 
     def suppress(
-        self, address: str, reason: str | None = None, *, cause: EventType = EventType.UNKNOWN
+        self,
+        address: str,
+        reason: str | None = None,
+        *,
+        cause: str = S.MANUAL,
+        scope: str | None = None,
+        expires_at: datetime | None = None,
     ) -> Suppression:
-        """Suppress ``address`` by hand (an entry with no ``event_id``); it replaces any
-        entry the address had. Raises ``InvalidAddress`` for a malformed address."""
-        return self._run(self._suppress(address, reason, cause))
+        """Suppress ``address`` by hand (source ``manual``) in ``scope`` (None: every stream)
+        until ``expires_at`` (None: until lifted). Raises ``InvalidAddress`` for a malformed
+        address. If the address was already suppressed there, the earlier entry keeps
+        standing; the new one is in the history."""
+        return self._run(self._suppress(address, reason, cause, scope, expires_at))
 
     async def asuppress(
-        self, address: str, reason: str | None = None, *, cause: EventType = EventType.UNKNOWN
+        self,
+        address: str,
+        reason: str | None = None,
+        *,
+        cause: str = S.MANUAL,
+        scope: str | None = None,
+        expires_at: datetime | None = None,
     ) -> Suppression:
-        return await self._arun(self._suppress(address, reason, cause))
+        return await self._arun(self._suppress(address, reason, cause, scope, expires_at))
 
     def correct_address(self, old: str, new: str) -> Suppression | None:
         """The application corrected a recipient's address from ``old`` to ``new``: the
-        suppression ``old`` earned described the mistake, so it is lifted and returned.
-        ``new`` is checked (``InvalidAddress``) and keeps whatever record it has."""
+        suppression ``old`` earned described the mistake, so it is lifted (as ``corrected``
+        in the history) and returned. ``new`` is checked (``InvalidAddress``) and keeps
+        whatever record it has."""
         Address.parse(new)
-        return self.unsuppress(old)
+        return self._first(self._run(self._unsuppress(old, "corrected", f"corrected to {new}")))
 
     async def acorrect_address(self, old: str, new: str) -> Suppression | None:
         Address.parse(new)
-        return await self.aunsuppress(old)
+        lifted = await self._arun(self._unsuppress(old, "corrected", f"corrected to {new}"))
+        return self._first(lifted)
+
+    def _list(self, cursor: str | None, limit: int) -> _Op[Page[Suppression]]:
+        limit, now_us = _positive("limit", limit), self._now_us()
+        return _Op(lambda: P.list_suppressions(cursor, limit, now_us), write=False)
 
     def suppressions(self, *, cursor: str | None = None, limit: int = 100) -> Page[Suppression]:
-        """The suppression list, newest first, a page at a time."""
-        limit = _positive("limit", limit)
-        return self._run(_Op(lambda: P.list_suppressions(cursor, limit), write=False))
+        """The suppression list (what stands now, one entry per address and scope), newest
+        first, a page at a time."""
+        return self._run(self._list(cursor, limit))
 
     async def asuppressions(
         self, *, cursor: str | None = None, limit: int = 100
     ) -> Page[Suppression]:
-        limit = _positive("limit", limit)
-        return await self._arun(_Op(lambda: P.list_suppressions(cursor, limit), write=False))
+        return await self._arun(self._list(cursor, limit))
+
+    def suppression_history(self, address: str) -> list[SuppressionChange]:
+        """Every change ever made to the list for ``address``, oldest first (contract):
+        what was added, lifted, cleared or expired, with the claim's provenance, so that "why
+        can't I e-mail this person?" always has an answer."""
+        return [
+            SuppressionChange(action, entry, at)
+            for action, entry, at in self._run(_Op(lambda: S.history(address), write=False))
+        ]
+
+    async def asuppression_history(self, address: str) -> list[SuppressionChange]:
+        found = await self._arun(_Op(lambda: S.history(address), write=False))
+        return [SuppressionChange(action, entry, at) for action, entry, at in found]
+
+    def _import(
+        self,
+        rows: Iterable[Any],
+        source: str,
+        dry_run: bool,
+        skip_invalid: bool,
+        progress: Callable[[int], None] | None,
+        *,
+        numbered: bool = False,
+    ) -> _Op[S.ImportReport]:
+        S.check_source(source)
+        now_us, policy = self._now_us(), self.soft_bounces
+        replays = _Replayable(rows, numbered=numbered)
+        return _Op(
+            lambda: S.import_rows(
+                replays.rows(),
+                source,
+                now_us,
+                policy=policy,
+                dry_run=dry_run,
+                skip_invalid=skip_invalid,
+                progress=progress,
+            ),
+            write=not dry_run,
+        )
+
+    def import_suppressions(
+        self,
+        rows: Iterable[Mapping[str, Any] | Suppression],
+        *,
+        source: str = SuppressionSource.IMPORT.value,
+        dry_run: bool = True,
+        skip_invalid: bool = False,
+    ) -> S.ImportReport:
+        """Import suppressions (contract): mappings with the columns ``address`` (required),
+        ``scope``, ``cause``, ``reason``, ``provider``, ``event_id``, ``created_at``,
+        ``expires_at``, or ``Suppression`` objects; ``source`` is recorded with each
+        (``import``, ``provider-sync`` or ``manual``).
+
+        A dry run (the default) writes nothing and reports what an import would do. All of
+        an import happens in one transaction: with invalid rows, nothing is imported
+        (``applied`` is False and ``errors`` names each row and why) unless
+        ``skip_invalid``. Idempotent: importing the same rows again changes nothing."""
+        try:
+            return self._run(self._import(rows, source, dry_run, skip_invalid, None))
+        except S.Refused as refused:
+            return refused.report
+
+    def import_numbered(
+        self,
+        rows: Iterable[tuple[int, Mapping[str, Any] | Suppression]],
+        *,
+        source: str = SuppressionSource.IMPORT.value,
+        dry_run: bool = True,
+        skip_invalid: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> S.ImportReport:
+        """``import_suppressions`` for rows that come with their own line numbers (a file
+        reader's), calling ``progress(rows_read)`` as it goes."""
+        op = self._import(rows, source, dry_run, skip_invalid, progress, numbered=True)
+        try:
+            return self._run(op)
+        except S.Refused as refused:
+            return refused.report
+
+    async def aimport_suppressions(
+        self,
+        rows: Iterable[Mapping[str, Any] | Suppression],
+        *,
+        source: str = SuppressionSource.IMPORT.value,
+        dry_run: bool = True,
+        skip_invalid: bool = False,
+    ) -> S.ImportReport:
+        op = self._import(rows, source, dry_run, skip_invalid, None)
+        try:
+            return await self._arun(op)
+        except S.Refused as refused:
+            return refused.report
+
+    def export_suppressions(self, *, page_size: int = 5000) -> Iterator[Suppression]:
+        """Every suppression that stands now, by address then scope (contract), read a page
+        at a time (each page its own read)."""
+        size = _positive("page_size", page_size)
+        after: tuple[str, str] | None = None
+        now_us = self._now_us()
+        while True:
+            page = self._run(_Op(partial(S.export_page, after, size, now_us), write=False))
+            yield from page
+            if len(page) < size:
+                return
+            last = page[-1]
+            after = (suppression_key(last.address), S.scope_key(last.scope))
 
     # ------------------------------------------------------------------ maintenance
 
     def sweep(self) -> int:
         """Persist the expiry of every deferral older than the window (so that reports and
-        other readers see it) and forget expired webhook tokens; returns how many messages
-        expired. Subscribers hear of each."""
+        other readers see it), log the suppressions whose time is up as expired, and forget
+        expired webhook tokens; returns how many messages expired. Subscribers hear of
+        each."""
         return self._run(self._sweep())
 
     async def asweep(self) -> int:
@@ -606,7 +840,13 @@ class Tracker:
 
     def _sweep(self) -> _Op[int]:
         clock = self._clock()
-        return _Op(lambda: P.sweep(clock), write=True)
+
+        def program() -> Program[int]:
+            expired = yield from P.sweep(clock)
+            yield from S.expire(to_micros(clock.now))
+            return expired
+
+        return _Op(program, write=True)
 
     def _dead_letter(
         self, provider: str, body: bytes, headers: Mapping[str, str], reason: str

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from unimailtrack import _constants as C
+from unimailtrack._telemetry import WebhookWatch
 from unimailtrack.adapters.base import Adapter, InMemoryNonceStore, ReplayToken
 from unimailtrack.errors import ConfigurationError, PayloadError, SendError, SignatureError
 from unimailtrack.model import EmailEvent
@@ -345,20 +346,25 @@ class WebhookReceiver:
     ) -> WebhookResponse:
         """Answer one webhook request (contract). ``now`` is the clock the freshness checks
         use (for replays of saved requests); the real clock when None."""
-        flow = self._flow(provider, headers, body, now)
-        sent: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = flow.throw(error) if error is not None else flow.send(sent)
-            except StopIteration as stop:
-                response: WebhookResponse = stop.value
-                return response
-            sent, error = None, None
-            try:
-                sent = step.run()
-            except Exception as exc:  # handed to the flow, which decides or re-raises
-                error = exc
+        with WebhookWatch(provider, len(body)) as watch:
+            flow = self._flow(provider, headers, body, now)
+            sent: Any = None
+            error: Exception | None = None
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(sent)
+                except StopIteration as stop:
+                    response: WebhookResponse = stop.value
+                    watch.answered(response.status)
+                    return response
+                sent, error = None, None
+                try:
+                    with watch.step(step):
+                        sent = step.run()
+                    watch.took(step, sent)
+                except Exception as exc:  # handed to the flow, which decides or re-raises
+                    watch.failed(exc)
+                    error = exc
 
     async def ahandle(
         self,
@@ -369,20 +375,25 @@ class WebhookReceiver:
         now: datetime | None = None,
     ) -> WebhookResponse:
         """The async twin of :meth:`handle` (contract)."""
-        flow = self._flow(provider, headers, body, now)
-        sent: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = flow.throw(error) if error is not None else flow.send(sent)
-            except StopIteration as stop:
-                response: WebhookResponse = stop.value
-                return response
-            sent, error = None, None
-            try:
-                sent = await step.arun()
-            except Exception as exc:  # handed to the flow, which decides or re-raises
-                error = exc
+        with WebhookWatch(provider, len(body)) as watch:
+            flow = self._flow(provider, headers, body, now)
+            sent: Any = None
+            error: Exception | None = None
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(sent)
+                except StopIteration as stop:
+                    response: WebhookResponse = stop.value
+                    watch.answered(response.status)
+                    return response
+                sent, error = None, None
+                try:
+                    with watch.step(step):
+                        sent = await step.arun()
+                    watch.took(step, sent)
+                except Exception as exc:  # handed to the flow, which decides or re-raises
+                    watch.failed(exc)
+                    error = exc
 
     def _flow(
         self,

@@ -57,7 +57,13 @@ from unimailtrack.adapters.base import (
     signature_failure,
     unknown_event,
 )
-from unimailtrack.errors import ConfigurationError, FieldError, InvalidRequest, PayloadError
+from unimailtrack.errors import (
+    ConfigurationError,
+    FieldError,
+    InvalidRequest,
+    PayloadError,
+    SignatureCause,
+)
 from unimailtrack.model import (
     TRACKING_KEY,
     Address,
@@ -794,20 +800,32 @@ class SendGridAdapter(Adapter):
         if self._verification_disabled():
             return
         if not self._webhook_keys:
-            raise signature_failure(PROVIDER, "no webhook verification key is configured")
+            raise signature_failure(
+                PROVIDER, "no webhook verification key is configured", SignatureCause.NO_KEY
+            )
         found = lower_headers(headers)
         signature = found.get(_SIGNATURE_KEY)
         stamp = found.get(_TIMESTAMP_KEY)
         if not signature or not stamp:
-            raise signature_failure(PROVIDER, "the signature or timestamp header is missing")
+            raise signature_failure(
+                PROVIDER,
+                "the signature or timestamp header is missing",
+                SignatureCause.MISSING_HEADER,
+            )
         if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= _MAX_STAMP_DIGITS):
-            raise signature_failure(PROVIDER, "the timestamp header is not a unix time")
+            raise signature_failure(
+                PROVIDER, "the timestamp header is not a unix time", SignatureCause.MALFORMED
+            )
         if not is_fresh(int(stamp), now, self.tolerance):
-            raise signature_failure(PROVIDER, f"the timestamp {stamp} is outside the tolerance")
+            raise signature_failure(
+                PROVIDER, f"the timestamp {stamp} is outside the tolerance", SignatureCause.STALE
+            )
         try:
             der = base64.b64decode(signature, validate=True)
         except (binascii.Error, ValueError):
-            raise signature_failure(PROVIDER, "the signature header is not base64") from None
+            raise signature_failure(
+                PROVIDER, "the signature header is not base64", SignatureCause.MALFORMED
+            ) from None
         digest = hashlib.sha256(stamp.encode("ascii"))
         digest.update(body)  # no copy of the body; hashed once for every key
         signed = digest.digest()
@@ -817,7 +835,9 @@ class SendGridAdapter(Adapter):
             except InvalidSignature:
                 continue
             return
-        raise signature_failure(PROVIDER, "the signature matches no configured key")
+        raise signature_failure(
+            PROVIDER, "the signature matches no configured key", SignatureCause.BAD_SIGNATURE
+        )
 
     @classmethod
     def parse_webhook_body(

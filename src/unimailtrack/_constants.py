@@ -24,3 +24,12 @@ DEFAULT_MAX_WEBHOOK_BODY = 10 * 1024 * 1024
 MAX_PINNED_TOKENS = 10_000
 """Webhook tokens a receiver keeps pinned to the request that could not be stored under them
 (so that only that request may use them until the store takes it); the oldest go first."""
+
+HEALTH_SILENCE = timedelta(hours=6)
+"""A provider is unhealthy when sends went out through it during this long and no event came
+back from it in that time: the usual sign that its webhook died."""
+HEALTH_GRACE = timedelta(minutes=15)
+"""Sends younger than this do not count against a provider's health: it has not had time to
+report them yet."""
+ORPHAN_AFTER = timedelta(hours=1)
+"""An event that no send has claimed this long after its arrival counts as an orphan."""

@@ -193,7 +193,15 @@ _V2_NONCE_DIGEST = Migration(
 """A token spent together with its request's events keeps what that request said, so that
 the provider's retry of it is told apart from a different request under the same token."""
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2_NONCE_DIGEST)
+_V3_EVENTS_BY_PROVIDER = Migration(
+    3,
+    "the last event received from each provider, read from an index",
+    ("CREATE INDEX events_by_provider ON events (provider, received_at_us)",),
+)
+"""Provider health asks, per provider, when its last event arrived: without this index that
+is a scan of every event."""
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2_NONCE_DIGEST, _V3_EVENTS_BY_PROVIDER)
 LATEST = MIGRATIONS[-1].version
 
 _BOOKKEEPING = """

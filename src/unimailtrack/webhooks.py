@@ -334,6 +334,22 @@ class WebhookReceiver:
             connection="close",
         )
 
+    # ------------------------------------------------------------------ readiness
+
+    async def areadiness(self) -> tuple[int, dict[str, Any]]:
+        """``/readyz``: 200 while the store answers, with every provider's webhook health
+        (``Tracker.provider_health``), the orphans and the dead letters; 503 when the store
+        does not answer. A silent provider does not make the endpoint unready (the process
+        can take webhooks; the provider is not sending them): monitors read ``healthy``."""
+        health = getattr(self.tracker, "aprovider_health", None)
+        if health is None:
+            return 200, {"status": "ready", "store": None}
+        try:
+            report = await health(self.providers)
+        except StoreError:
+            return 503, {"status": "unavailable", "store": "unreachable"}
+        return 200, {"status": "ready", "store": "reachable", **report.as_dict()}
+
     # ------------------------------------------------------------------ handling
 
     def handle(

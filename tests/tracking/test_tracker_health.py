@@ -86,7 +86,11 @@ def test_async_twin_answers_alike(store: Store) -> None:
 def test_orphans_are_listed_after_a_while_and_join_their_send(store: Store) -> None:
     tracker = store.open()
     early = event(
-        EventType.DELIVERED, None, provider="mailgun", message_id="m-t1", recipient="ann@example.com"
+        EventType.DELIVERED,
+        None,
+        provider="mailgun",
+        message_id="m-t1",
+        recipient="ann@example.com",
     )
     account_wide = event(
         EventType.BOUNCED,

@@ -430,10 +430,16 @@ class SnsVerifier:
         if not isinstance(kind, str) or kind not in _SIGNED_FIELDS:
             raise self._fail(f"unknown SNS message type {kind!r}")
         if headers.get("x-amz-sns-message-type") != kind:
-            raise self._fail("the x-amz-sns-message-type header does not match the body's Type")
+            raise self._fail(
+                "the x-amz-sns-message-type header does not match the body's Type",
+                _absent(headers, "x-amz-sns-message-type"),
+            )
         topic = envelope.get("TopicArn")
         if not isinstance(topic, str) or headers.get("x-amz-sns-topic-arn") != topic:
-            raise self._fail("the x-amz-sns-topic-arn header does not match the body's TopicArn")
+            raise self._fail(
+                "the x-amz-sns-topic-arn header does not match the body's TopicArn",
+                _absent(headers, "x-amz-sns-topic-arn"),
+            )
         # SNS sends all three headers with every request; the message id must be the one
         # signed in the body (a request without it did not come from SNS).
         if headers.get("x-amz-sns-message-id") != envelope.get("MessageId"):
@@ -657,3 +663,8 @@ def _sns_host(topic_arn: str) -> str:
 
 def _sns_url(topic_arn: str, query: str) -> str:
     return f"{_sns_host(topic_arn)}/?{quote(query, safe='=&:')}"
+
+
+def _absent(headers: Mapping[str, str], name: str) -> SignatureCause:
+    """A header check's cause: the header is missing, or it says something else."""
+    return SignatureCause.MALFORMED if name in headers else SignatureCause.MISSING_HEADER

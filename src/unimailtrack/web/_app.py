@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
 from pydantic_core import to_json
 
 from unimailtrack.tracking import StateChange, StoreError, Tracker
+from unimailtrack.web._operate import metrics, readyz
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
 __all__ = ["as_response", "build_app", "read_limited", "webhook_endpoint"]
@@ -302,6 +303,7 @@ def build_app(
     routes: list[BaseRoute] = [
         Route("/webhooks/{provider}", webhook_endpoint(receiver), methods=["GET", "POST"])
     ]
+    routes += [Route("/readyz", readyz(receiver)), Route("/metrics", metrics(receiver))]
     tracker = receiver.tracker
     if api and isinstance(tracker, Tracker):
         routes.extend(_Api(tracker, heartbeat).routes())

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
@@ -84,13 +84,25 @@ GAUGES: Mapping[str, tuple[str, tuple[str, ...]]] = {
 class _Otel:
     """The OpenTelemetry API's tracer and instruments."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
         from opentelemetry import metrics, trace
 
         from unimailtrack import __version__
 
-        self.tracer = trace.get_tracer("unimailtrack", __version__)
-        meter = metrics.get_meter("unimailtrack", __version__)
+        self.tracer = trace.get_tracer("unimailtrack", __version__, tracer_provider)
+        meter = metrics.get_meter("unimailtrack", __version__, meter_provider)
+        # Until the application installs an SDK, the global providers are proxies whose
+        # spans and instruments do nothing: skip the calls altogether while that lasts.
+        self._tracing = (
+            _always
+            if tracer_provider is not None
+            else _installed(trace.get_tracer_provider, trace.ProxyTracerProvider)
+        )
+        self._measuring = (
+            _always
+            if meter_provider is not None
+            else _installed(metrics.get_meter_provider, _proxy_meter_provider())
+        )
         self.counters = {
             name: meter.create_counter(f"unimailtrack.{name}", description=text)
             for name, (text, _) in COUNTERS.items()
@@ -103,6 +115,38 @@ class _Otel:
             name: meter.create_gauge(f"unimailtrack.{name}", description=text)
             for name, (text, _) in GAUGES.items()
         }
+
+    @property
+    def tracing(self) -> bool:
+        return self._tracing()
+
+    @property
+    def measuring(self) -> bool:
+        return self._measuring()
+
+
+def _always() -> bool:
+    return True
+
+
+def _installed(current: Callable[[], object], proxy: type[Any] | None) -> Callable[[], bool]:
+    """True once the global provider is a real one (an SDK's), not the API's proxy."""
+    if proxy is None:
+        return _always
+
+    def installed() -> bool:
+        return not isinstance(current(), proxy)
+
+    return installed
+
+
+def _proxy_meter_provider() -> type[Any] | None:
+    """The API's stand-in meter provider class (not public: None when it moved)."""
+    from opentelemetry import metrics
+
+    internal = getattr(metrics, "_internal", None)
+    proxy: type[Any] | None = getattr(internal, "_ProxyMeterProvider", None)
+    return proxy
 
 
 class _Prometheus:
@@ -130,6 +174,16 @@ class _Prometheus:
             )
             for name, (text, labels) in GAUGES.items()
         }
+        self._children: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+    def child(self, kind: str, name: str, labels: Mapping[str, str]) -> Any:
+        """The labelled series, looked up once (``labels()`` validates and locks each time)."""
+        key = (kind, name, tuple(labels.values()))
+        found = self._children.get(key)
+        if found is None:
+            metric = getattr(self, kind)[name]
+            found = self._children[key] = metric.labels(**labels) if labels else metric
+        return found
 
 
 class _State:
@@ -148,9 +202,9 @@ class _State:
         self.prometheus = _make(_Prometheus)
 
 
-def _make(kind: type[Any]) -> Any:
+def _make(kind: type[Any], *args: Any) -> Any:
     try:
-        return kind()
+        return kind(*args)
     except ImportError:
         return None
 
@@ -164,12 +218,19 @@ def _loaded() -> _State:
     return _state
 
 
-def configure(*, otel: bool | None = None, prometheus: bool | None = None) -> None:
+def configure(
+    *,
+    otel: bool | None = None,
+    prometheus: bool | None = None,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+) -> None:
     """Turn OpenTelemetry or Prometheus off (False) or on again (True, when installed); None
-    leaves it as it is. The instruments are made afresh when turned on."""
+    leaves it as it is. The instruments are made afresh when turned on, from the given
+    OpenTelemetry providers or else the global ones."""
     state = _loaded()
     if otel is not None:
-        state.otel = _make(_Otel) if otel else None
+        state.otel = _make(_Otel, tracer_provider, meter_provider) if otel else None
     if prometheus is not None:
         state.prometheus = _make(_Prometheus) if prometheus else None
 
@@ -184,7 +245,7 @@ def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
     """A span named ``unimailtrack.<name>`` around a block (exceptions are recorded on it);
     a context that does nothing without OpenTelemetry."""
     otel = _loaded().otel
-    if otel is None:
+    if otel is None or not otel.tracing:
         return nullcontext()
     return otel.tracer.start_as_current_span(f"unimailtrack.{name}", attributes=attributes)
 
@@ -192,31 +253,28 @@ def span(name: str, **attributes: Any) -> AbstractContextManager[Any]:
 def count(name: str, value: float = 1, **labels: str) -> None:
     """Add ``value`` to the counter ``name`` (one of ``COUNTERS``)."""
     state = _loaded()
-    if state.otel is not None:
+    if state.otel is not None and state.otel.measuring:
         state.otel.counters[name].add(value, labels)
     if state.prometheus is not None and value:
-        counter = state.prometheus.counters[name]
-        (counter.labels(**labels) if labels else counter).inc(value)
+        state.prometheus.child("counters", name, labels).inc(value)
 
 
 def observe(name: str, value: float, **labels: str) -> None:
     """Record ``value`` (seconds) in the histogram ``name`` (one of ``HISTOGRAMS``)."""
     state = _loaded()
-    if state.otel is not None:
+    if state.otel is not None and state.otel.measuring:
         state.otel.histograms[name].record(value, labels)
     if state.prometheus is not None:
-        histogram = state.prometheus.histograms[name]
-        (histogram.labels(**labels) if labels else histogram).observe(value)
+        state.prometheus.child("histograms", name, labels).observe(value)
 
 
 def gauge(name: str, value: float, **labels: str) -> None:
     """Set the gauge ``name`` (one of ``GAUGES``) to ``value``."""
     state = _loaded()
-    if state.otel is not None:
+    if state.otel is not None and state.otel.measuring:
         state.otel.gauges[name].set(value, labels)
     if state.prometheus is not None:
-        instrument = state.prometheus.gauges[name]
-        (instrument.labels(**labels) if labels else instrument).set(value)
+        state.prometheus.child("gauges", name, labels).set(value)
 
 
 def prometheus_text() -> tuple[bytes, str] | None:
@@ -277,12 +335,17 @@ def _value(value: Any) -> str:
 def sent(provider: str, call: Any, outcome: Any) -> None:
     """Count one provider request's end (``outcome``: its results, or the ``SendError`` that
     ended its retries) and log it; addresses only redacted."""
+    state = _loaded()
     if isinstance(outcome, list):
-        result, status, detail = "accepted", None, None
+        result, status, detail, level = "accepted", None, None, logging.INFO
     else:
         result = _snake(type(outcome).__name__)
         status, detail = getattr(outcome, "status", None), getattr(outcome, "message", None)
-    count("sends", provider=provider, outcome=result)
+        level = logging.WARNING
+    if state.otel is not None or state.prometheus is not None:
+        count("sends", provider=provider, outcome=result)
+    if not request_log.isEnabledFor(level):
+        return
     recipients: Sequence[Any] = getattr(call, "recipients", ())
     log_line(
         "send",
@@ -294,7 +357,7 @@ def sent(provider: str, call: Any, outcome: Any) -> None:
             "status": status,
             "error": detail,
         },
-        logging.INFO if result == "accepted" else logging.WARNING,
+        level,
     )
 
 

@@ -586,7 +586,7 @@ def error_for_status(
         )
     if status >= 500:
         return ProviderUnavailable(
-            "the provider failed to handle the request; it will be retried if retries remain",
+            "the provider failed to handle the request",
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             **kwargs,
         )

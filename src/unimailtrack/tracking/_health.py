@@ -17,16 +17,17 @@ recorded; :func:`orphans` lists them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from unimailtrack.model import EmailEvent
-from unimailtrack.tracking._records import from_micros, to_micros
+from unimailtrack.tracking._records import DeadLetter, from_micros, to_micros
 from unimailtrack.tracking._store import Program, Query
 
-__all__ = ["HealthReport", "ProviderHealth", "orphans", "provider_health"]
+__all__ = ["HealthReport", "ProviderHealth", "dead_letter", "orphans", "provider_health"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +122,10 @@ def provider_health(
                 f"event came back ({heard}): is its webhook still configured and reachable?"
             )
         report.append(ProviderHealth(name, healthy, last_event, last_send, sends, reason))
-    waiting = yield Query(
-        "SELECT COUNT(*) FROM events WHERE tracking_id IS NULL AND received_at_us < :cutoff",
-        {"cutoff": to_micros(now - orphan_after)},
-    )
+    cutoff = {"cutoff": to_micros(now - orphan_after)}
+    unlinked = yield Query(f"SELECT COUNT(*) FROM events e WHERE {_UNLINKED}", cutoff)
+    unsent = yield Query(f"SELECT COUNT(*) FROM events e WHERE {_UNSENT}", cutoff)
+    waiting = [(int(unlinked[0][0]) + int(unsent[0][0]),)]
     letters = yield Query("SELECT COUNT(*) FROM dead_letters")
     return HealthReport(now, silence, tuple(report), int(waiting[0][0]), int(letters[0][0]))
 
@@ -138,15 +139,54 @@ def orphans(
     params: dict[str, Any] = {"cutoff": to_micros(now - older_than), "limit": limit}
     where = ""
     if provider is not None:
-        where = "AND provider = :provider "
+        where = "AND e.provider = :provider "
         params["provider"] = provider
+    found = []
+    for condition in (_UNLINKED, _UNSENT):
+        rows = yield Query(
+            f"SELECT {_columns(_EVENT_SELECT)} FROM events e WHERE {condition} {where}"
+            "ORDER BY e.received_at_us, e.event_id LIMIT :limit",
+            params,
+        )
+        found += [(row[-2], row[-1], event_from_row(row[:-2])) for row in rows]
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [event for _, _, event in found[:limit]]
+
+
+_UNLINKED = "e.tracking_id IS NULL AND e.received_at_us < :cutoff"
+"""Events that carry no tracking id and whose provider message id met no recorded send."""
+_UNSENT = (
+    "e.tracking_id IN (SELECT m.tracking_id FROM messages m WHERE m.sent_at_us IS NULL) "
+    "AND e.received_at_us < :cutoff"
+)
+"""Events that carry a tracking id no send was recorded under (their row in ``messages``
+was made by the events alone)."""
+
+
+def _columns(select: str) -> str:
+    """The event columns, qualified, then the arrival time and the id again, to sort by."""
+    names = [name.strip() for name in select.split(",")]
+    return ", ".join([*(f"e.{name}" for name in names), "e.received_at_us", "e.event_id"])
+
+
+def dead_letter(letter_id: int) -> Program[DeadLetter | None]:
+    """One dead letter by its id (``unimailtrack dead-letters show``)."""
     rows = yield Query(
-        f"SELECT {_EVENT_SELECT} FROM events WHERE tracking_id IS NULL "  # noqa: S608
-        f"AND received_at_us < :cutoff {where}"
-        "ORDER BY received_at_us, event_id LIMIT :limit",
-        params,
+        "SELECT id, provider, received_at_us, reason, headers, body FROM dead_letters "
+        "WHERE id = :id",
+        {"id": letter_id},
     )
-    return [event_from_row(row) for row in rows]
+    if not rows:
+        return None
+    row = rows[0]
+    return DeadLetter(
+        id=int(row[0]),
+        provider=row[1],
+        received_at=from_micros(row[2]),
+        reason=row[3],
+        headers=json.loads(row[4]),
+        body=bytes(row[5]),
+    )
 
 
 def _span(window: timedelta) -> str:

@@ -636,6 +636,14 @@ class Tracker:
         """The async twin of :meth:`orphans`."""
         return await self._arun(self._orphans(older_than, provider, limit))
 
+    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        """One dead letter by its id, or None."""
+        return self._run(_Op(lambda: H.dead_letter(letter_id), write=False))
+
+    async def adead_letter(self, letter_id: int) -> DeadLetter | None:
+        """The async twin of :meth:`dead_letter`."""
+        return await self._arun(_Op(lambda: H.dead_letter(letter_id), write=False))
+
     def _dead_letter(
         self, provider: str, body: bytes, headers: Mapping[str, str], reason: str
     ) -> _Op[int]:

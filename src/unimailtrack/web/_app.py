@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
 from pydantic_core import to_json
 
 from unimailtrack.tracking import StateChange, StoreError, Tracker
-from unimailtrack.web._operate import metrics, readyz
+from unimailtrack.web._operate import dead_letter_endpoints, metrics, readyz
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
 __all__ = ["as_response", "build_app", "read_limited", "webhook_endpoint"]
@@ -144,6 +144,7 @@ class _Api:
             "/api/suppressions/{address}": self.suppression,
             "/api/domain-alerts": self.domain_alerts,
             "/api/changes": self.changes,
+            **dead_letter_endpoints(self.tracker),
         }
         return [Route(path, _answering(endpoint)) for path, endpoint in endpoints.items()]
 

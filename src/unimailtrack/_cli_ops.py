@@ -1,0 +1,344 @@
+"""The operator's subcommands of ``unimailtrack``: ``health``, ``orphans``, ``dead-letters``,
+``backfill`` and ``dev``.
+
+They follow ``cli.py``'s shape (one ``name(args) -> int`` and one ``_add_name(subparsers)``
+each) and its exit statuses; ``cli.build_parser`` adds :data:`SUBCOMMANDS` after its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unimailtrack import _constants as C
+from unimailtrack.cli import (
+    DSN_ENV,
+    Exit,
+    _cell,
+    _configured_adapters,
+    _emit_json,
+    _error,
+    _json_option,
+    _open_tracker,
+    _store_option,
+    _table,
+)
+from unimailtrack.errors import ConfigurationError, PayloadError, SignatureError
+
+if TYPE_CHECKING:
+    from unimailtrack.tracking import DeadLetter, Tracker
+
+__all__ = ["SUBCOMMANDS", "parse_duration"]
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``7d``, ``1w``, or plain seconds."""
+    found = _DURATION.fullmatch(text.strip())
+    if not found or float(found.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: use e.g. 90s, 30m, 2h, 7d (or plain seconds)"
+        )
+    unit = found.group(2).lower() if found.group(2) else None
+    return timedelta(seconds=float(found.group(1)) * _UNITS[unit])
+
+
+def _dsn_providers(args: argparse.Namespace) -> list[str]:
+    """The providers the DSN names, when one is given; none otherwise (the store's own)."""
+    return sorted(_configured_adapters(args)) if args.dsn else []
+
+
+# --------------------------------------------------------------------------- health
+
+
+def _add_health(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "health",
+        help="is every provider's webhook alive? exit 1 when one is not (for cron and monitors)",
+        description="For each provider the DSN names or the store sent through lately: when "
+        "its last event arrived, and unhealthy when sends went out through it during --silence "
+        "and no event came back in that time (the usual sign that a webhook died). Also counts "
+        "the orphans and the dead letters. Exit 1 when a provider is unhealthy.",
+    )
+    p.add_argument("--dsn", default=os.environ.get(DSN_ENV), help=f"default: ${DSN_ENV}")
+    p.add_argument(
+        "--silence",
+        type=parse_duration,
+        default=C.HEALTH_SILENCE,
+        metavar="DURATION",
+        help="how long without events while sending is unhealthy (default: 6h)",
+    )
+    p.add_argument(
+        "--grace",
+        type=parse_duration,
+        default=C.HEALTH_GRACE,
+        metavar="DURATION",
+        help="sends younger than this do not count yet (default: 15m)",
+    )
+    _store_option(p)
+    _json_option(p)
+    p.set_defaults(run=health)
+
+
+def health(args: argparse.Namespace) -> int:
+    providers = _dsn_providers(args)
+    with _open_tracker(args) as tracker:
+        report = tracker.provider_health(providers, silence=args.silence, grace=args.grace)
+    if args.json:
+        _emit_json(report.as_dict())
+    else:
+        print(
+            _table(
+                ["provider", "healthy", "last event", "sends", "reason"],
+                [
+                    (p.provider, "yes" if p.healthy else "NO", p.last_event_at, p.sends, p.reason)
+                    for p in report.providers
+                ],
+                wrap=-1,
+            )
+            if report.providers
+            else "no provider configured or sent through lately"
+        )
+        print(f"{report.orphans} orphan event(s), {report.dead_letters} dead letter(s)")
+    return Exit.OK if report.healthy else Exit.FAILED
+
+
+# --------------------------------------------------------------------------- orphans
+
+
+def _add_orphans(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "orphans",
+        help="events no recorded send has claimed after a while",
+        description="Events still unmatched to a send --older-than after they arrived: "
+        "account-wide webhooks about mail sent elsewhere, or sends never recorded. They stay "
+        "stored and join their send as soon as it is recorded.",
+    )
+    p.add_argument(
+        "--older-than",
+        type=parse_duration,
+        default=C.ORPHAN_AFTER,
+        metavar="DURATION",
+        help="(default: 1h)",
+    )
+    p.add_argument("--provider", help="only this provider's")
+    p.add_argument("--limit", type=int, default=100, help="rows at most (%(default)s)")
+    _store_option(p)
+    _json_option(p)
+    p.set_defaults(run=orphans)
+
+
+def orphans(args: argparse.Namespace) -> int:
+    with _open_tracker(args) as tracker:
+        try:
+            found = tracker.orphans(
+                older_than=args.older_than, provider=args.provider, limit=args.limit
+            )
+        except ValueError as exc:
+            _error(str(exc))
+            return Exit.USAGE
+    if args.json:
+        _emit_json(found)
+        return Exit.OK
+    print(
+        _table(
+            ["time", "provider", "event", "recipient", "message id", "reason"],
+            [(e.timestamp, e.provider, e.type, e.recipient, e.message_id, e.reason) for e in found],
+            wrap=-1,
+        )
+    )
+    print(f"{len(found)} orphan event(s)")
+    return Exit.OK
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def _add_dead_letters(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "dead-letters",
+        help="list, show, export and replay the webhook bodies that could not be read",
+        description="A body the receiver could not read is kept whole (a dead letter) and "
+        "answered 400. list shows them newest first; show ID prints one with its headers; "
+        "export FILE writes them as JSON Lines that `unimailtrack replay` reads; replay parses "
+        "them again (after an upgrade that reads them) and, once stored, removes them.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = actions.add_parser("list", help="newest first")
+    listing.add_argument("--provider")
+    listing.add_argument("--limit", type=int, default=100, help="rows at most (%(default)s)")
+    show = actions.add_parser("show", help="one dead letter, its headers and its body")
+    show.add_argument("id", type=int, metavar="ID")
+    export = actions.add_parser("export", help="as JSON Lines for `unimailtrack replay`")
+    export.add_argument("file", type=Path, metavar="FILE", help="'-' for standard output")
+    export.add_argument("--provider")
+    export.add_argument("--limit", type=int, default=100_000, help="(%(default)s)")
+    again = actions.add_parser(
+        "replay", help="parse them again; store what now reads and remove it from the box"
+    )
+    again.add_argument("ids", type=int, nargs="*", metavar="ID", help="default: every one")
+    again.add_argument("--provider")
+    check = again.add_mutually_exclusive_group(required=True)
+    check.add_argument(
+        "--verify",
+        action="store_true",
+        help="check each signature with the DSN's keys, at the time it was received",
+    )
+    check.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="believe the bodies without checking (they were verified when they came in)",
+    )
+    again.add_argument("--dsn", default=os.environ.get(DSN_ENV), help=f"default: ${DSN_ENV}")
+    for parser in (listing, show, export, again):
+        _store_option(parser)
+        _json_option(parser)
+    p.set_defaults(run=dead_letters)
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    with _open_tracker(args) as tracker:
+        action: Callable[[argparse.Namespace, Tracker], int] = {
+            "list": _list_letters,
+            "show": _show_letter,
+            "export": _export_letters,
+            "replay": _replay_letters,
+        }[args.action]
+        return action(args, tracker)
+
+
+def _list_letters(args: argparse.Namespace, tracker: Tracker) -> int:
+    letters = tracker.dead_letters(provider=args.provider, limit=args.limit)
+    if args.json:
+        _emit_json([_letter_summary(letter) for letter in letters])
+        return Exit.OK
+    print(
+        _table(
+            ["id", "received", "provider", "bytes", "reason"],
+            [(d.id, d.received_at, d.provider, len(d.body), d.reason) for d in letters],
+            wrap=-1,
+        )
+    )
+    print(f"{len(letters)} dead letter(s)")
+    return Exit.OK
+
+
+def _letter_summary(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "provider": letter.provider,
+        "received_at": letter.received_at,
+        "reason": letter.reason,
+        "bytes": len(letter.body),
+    }
+
+
+def _saved(letter: DeadLetter) -> dict[str, Any]:
+    """The shape ``unimailtrack replay`` reads: provider, headers and the exact body."""
+    record: dict[str, Any] = {"provider": letter.provider, "headers": dict(letter.headers)}
+    try:
+        record["body"] = letter.body.decode("utf-8")
+    except UnicodeDecodeError:
+        record["body_base64"] = base64.b64encode(letter.body).decode("ascii")
+    return record
+
+
+def _show_letter(args: argparse.Namespace, tracker: Tracker) -> int:
+    letter = tracker.dead_letter(args.id)
+    if letter is None:
+        _error(f"no dead letter {args.id}")
+        return Exit.FAILED
+    if args.json:
+        _emit_json({**_letter_summary(letter), **_saved(letter)})
+        return Exit.OK
+    print(f"dead letter {letter.id} from {letter.provider}, received {_cell(letter.received_at)}")
+    print(f"reason: {letter.reason}")
+    for name, value in letter.headers.items():
+        print(f"{name}: {value}")
+    print()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(letter.body + (b"" if letter.body.endswith(b"\n") else b"\n"))
+    return Exit.OK
+
+
+def _export_letters(args: argparse.Namespace, tracker: Tracker) -> int:
+    letters = tracker.dead_letters(provider=args.provider, limit=args.limit)
+    lines = "".join(json.dumps(_saved(letter)) + "\n" for letter in reversed(letters))
+    if str(args.file) == "-":
+        sys.stdout.write(lines)
+    else:
+        args.file.write_text(lines, encoding="utf-8")
+        if not args.json:
+            print(f"{len(letters)} dead letter(s) written to {args.file}")
+    if args.json:
+        _emit_json({"exported": len(letters), "file": str(args.file)})
+    return Exit.OK
+
+
+def _letters(args: argparse.Namespace, tracker: Tracker) -> Iterator[DeadLetter]:
+    if not args.ids:
+        yield from reversed(tracker.dead_letters(provider=args.provider, limit=100_000))
+        return
+    for letter_id in args.ids:
+        letter = tracker.dead_letter(letter_id)
+        if letter is None:
+            raise ConfigurationError(f"no dead letter {letter_id}")
+        yield letter
+
+
+def _replay_letters(args: argparse.Namespace, tracker: Tracker) -> int:
+    """Parse (with ``--verify``: verify at the time of receipt, then parse) each dead letter;
+    store what now reads, and only then remove it from the box."""
+    from unimailtrack.adapters import get_adapter_class
+
+    configured = _configured_adapters(args) if args.verify else {}
+    outcome: dict[str, list[Any]] = {"stored": [], "unreadable": [], "refused": []}
+    for letter in _letters(args, tracker):
+        try:
+            if args.verify:
+                adapter = configured.get(letter.provider)
+                if adapter is None:
+                    raise ConfigurationError(f"the DSN configures no {letter.provider!r} adapter")
+                events = adapter.unwrap(letter.body, letter.headers, now=letter.received_at)
+            else:
+                cls = get_adapter_class(letter.provider)
+                events = cls.parse_webhook_body(letter.body, letter.headers)
+        except PayloadError as exc:
+            outcome["unreadable"].append({"id": letter.id, "reason": exc.message})
+            continue
+        except SignatureError as exc:
+            outcome["refused"].append({"id": letter.id, "reason": exc.cause.value})
+            continue
+        result = tracker.ingest(events)
+        tracker.discard_dead_letter(letter.id)
+        outcome["stored"].append({"id": letter.id, "new": result.new, "events": len(events)})
+    if args.json:
+        _emit_json(outcome)
+    else:
+        print(
+            f"{len(outcome['stored'])} stored and removed, {len(outcome['unreadable'])} still "
+            f"unreadable, {len(outcome['refused'])} refused"
+        )
+        for kind in ("unreadable", "refused"):
+            for item in outcome[kind]:
+                print(f"  {item['id']}: {kind}: {item['reason']}")
+    if outcome["refused"]:
+        return Exit.SIGNATURE
+    return Exit.PAYLOAD if outcome["unreadable"] else Exit.OK
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
+    _add_health,
+    _add_orphans,
+    _add_dead_letters,
+)

@@ -21,6 +21,7 @@ import pytest
 
 from unimailtrack import DeliveryStatus, Email, RecipientResult, SendResult
 from unimailtrack.adapters import MemoryAdapter
+from unimailtrack.adapters.mailgun import MailgunWebhookSigner
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
 from unimailtrack.cli import SUBCOMMANDS, Exit, main
 from unimailtrack.tracking import Tracker
@@ -273,6 +274,9 @@ def test_replay_with_verification_checks_each_request_against_the_dsn_keys(
     code, out, _ = run(capsys, "replay", str(saved), "--verify")
     assert code == Exit.SIGNATURE
     assert "1 refused" in out
+    # Each refusal says why, and a stale one how to replay it.
+    assert "request 1: HTTP 401 memory webhook refused: timestamp outside the tolerance" in out
+    assert "pass --now with the time it was received" in out
     code, out, _ = run(capsys, "replay", str(saved), "--verify", "--now", then.isoformat())
     assert code == Exit.OK
     assert "1 new" in out
@@ -676,3 +680,75 @@ def test_serve_without_webhook_keys_warns_that_every_webhook_is_refused(
         _, err = process.communicate(timeout=10)
     assert "no webhook key for sendgrid: every sendgrid webhook will be refused" in err
     assert "created a new store at" in err
+
+
+def test_replaying_a_mailgun_file_twice_with_verify_is_harmless(
+    capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "mailgun-signing-key"
+    signer = MailgunWebhookSigner(key)
+    then = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
+    lines = []
+    for number in range(3):
+        body = signer.json_body(
+            {
+                "id": f"mg-{number}",
+                "event": "delivered",
+                "timestamp": then.timestamp(),
+                "recipient": f"r{number}@example.com",
+                "message": {"headers": {"message-id": f"m{number}@mg.example.com"}},
+            },
+            timestamp=int(then.timestamp()),
+        )
+        headers = {"Content-Type": "application/json"}
+        lines.append(json.dumps({"provider": "mailgun", "headers": headers, "body": body.decode()}))
+    saved = tmp_path / "mailgun.jsonl"
+    saved.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv(
+        "UNIMAILTRACK_DSN", f"mailgun://KEY:mg.example.com@default?webhook_key={key}"
+    )
+    argv = ["replay", str(saved), "--verify", "--now", then.isoformat()]
+    code, out, _ = run(capsys, *argv)
+    assert (code, out.split(":")[1].strip()) == (
+        Exit.OK,
+        "3 new, 0 already stored; 0 refused, 0 unreadable, 0 unknown provider",
+    )
+    code, out, _ = run(capsys, *argv)  # the same tokens, the same requests: duplicates
+    assert code == Exit.OK, out
+    assert "0 new, 3 already stored; 0 refused" in out
+
+
+@pytest.mark.parametrize(
+    ("dsn", "said"),
+    [
+        ("failover(memory:// memory://", "failover( is not closed"),
+        ("smtp://user@default", "known adapters: mailgun, memory, sendgrid, ses"),
+        ("sendgrid://k@default?region=mars", "'mars'; use one of: global, eu"),
+    ],
+)
+def test_dsn_errors_quote_what_was_typed_and_say_what_is_wrong(
+    capsys: pytest.CaptureFixture[str], store: str, dsn: str, said: str
+) -> None:
+    code, _, err = run(
+        capsys,
+        "send",
+        "--dsn",
+        dsn,
+        "--from",
+        "a@example.com",
+        "--to",
+        "b@example.com",
+        "--text",
+        "x",
+    )
+    assert code == Exit.CONFIG
+    assert said in err
+
+
+def test_an_invalid_status_lists_the_valid_ones(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    sent = send_invite(capsys, "ann@example.com")
+    code, _, err = run(capsys, "stats", sent["bulk_id"], "--rows", "--status", "bounce")
+    assert code == Exit.USAGE
+    assert "'bounce' is not a status; the statuses are" in err and "bounced" in err

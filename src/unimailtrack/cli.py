@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -699,7 +699,15 @@ def replay(args: argparse.Namespace) -> int:
             if receiver is None:
                 report.take(f"request {index}", 404, {"detail": f"no {request.provider!r} adapter"})
                 continue
-            answer = receiver.handle(request.provider, request.headers, request.body, now=args.now)
+            with _refusals() as reasons:
+                answer = receiver.handle(
+                    request.provider, request.headers, request.body, now=args.now
+                )
+            if answer.status == 401:
+                detail = _refusal_text(reasons.reasons, args.now)
+                report.take(f"request {index}", 401, {"detail": detail})
+                progress.update(done, f"{report.requests} requests, {report.events} events")
+                continue
             if answer.status >= 500:
                 progress.close()
                 _error(f"request {index}: the store failed; replay stopped, nothing more stored")
@@ -759,6 +767,28 @@ class _Reasons(logging.Handler):
         self.reasons.append(record.getMessage())
 
 
+@contextmanager
+def _refusals() -> Iterator[_Reasons]:
+    """Collect the causes adapters log while refusing, instead of printing them."""
+    reasons = _Reasons()
+    logger = logging.getLogger("unimailtrack.webhooks")
+    logger.addHandler(reasons)
+    was, logger.propagate = logger.propagate, False
+    try:
+        yield reasons
+    finally:
+        logger.removeHandler(reasons)
+        logger.propagate = was
+
+
+def _refusal_text(reasons: Sequence[str], now: datetime | None) -> str:
+    refused = [r for r in reasons if " refused: " in r] or list(reasons)
+    text = "; ".join(refused) or "the signature does not verify"
+    if now is None and any(r.endswith("[stale]") for r in refused):
+        text += " (a saved request is old: pass --now with the time it was received)"
+    return text
+
+
 def verify(args: argparse.Namespace) -> int:
     """Verify, then parse, one saved request."""
     requests = list(_read_requests(args.file, args.provider, args.header))
@@ -769,25 +799,20 @@ def verify(args: argparse.Namespace) -> int:
     adapter = _configured_adapters(args).get(request.provider)
     if adapter is None:
         raise ConfigurationError(f"the DSN configures no {request.provider!r} adapter")
-    reasons = _Reasons()
-    logger = logging.getLogger("unimailtrack.webhooks")
-    logger.addHandler(reasons)
-    logger.propagate = False  # the causes are printed below, once
     outcome: dict[str, Any] = {"provider": request.provider, "valid": False}
-    try:
-        events = adapter.unwrap(request.body, request.headers, now=args.now)
-    except SignatureError:
-        outcome["reason"] = "; ".join(reasons.reasons) or "the signature does not verify"
-        code = Exit.SIGNATURE
-    except PayloadError as exc:
-        outcome.update(valid=True, reason=f"signed, but the body cannot be read: {exc.message}")
-        code = Exit.PAYLOAD
-    else:
-        outcome.update(valid=True, events=len(events))
-        code = Exit.OK
-    finally:
-        logger.removeHandler(reasons)
-        logger.propagate = True
+    with _refusals() as reasons:  # the causes are printed below, once
+        try:
+            events = adapter.unwrap(request.body, request.headers, now=args.now)
+        except SignatureError as exc:
+            outcome["reason"] = _refusal_text(reasons.reasons, args.now)
+            outcome["cause"] = exc.cause.value
+            code = Exit.SIGNATURE
+        except PayloadError as exc:
+            outcome.update(valid=True, reason=f"signed, but the body cannot be read: {exc.message}")
+            code = Exit.PAYLOAD
+        else:
+            outcome.update(valid=True, events=len(events))
+            code = Exit.OK
     if args.json:
         _emit_json(outcome)
     elif code is Exit.OK:

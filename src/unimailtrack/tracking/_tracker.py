@@ -82,6 +82,13 @@ def _statuses(value: StatusFilter) -> tuple[str, ...]:
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else list(value)
+    known = {status.value for status in DeliveryStatus}
+    wrong = [item for item in items if str(item) not in known]
+    if wrong:
+        raise ValueError(
+            f"{', '.join(map(repr, wrong))} is not a status; the statuses are "
+            + ", ".join(status.value for status in DeliveryStatus)
+        )
     return tuple(DeliveryStatus(item).value for item in items)
 
 

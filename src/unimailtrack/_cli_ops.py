@@ -28,10 +28,11 @@ from unimailtrack.cli import (
     _error,
     _json_option,
     _open_tracker,
+    _parse_time,
     _store_option,
     _table,
 )
-from unimailtrack.errors import ConfigurationError, PayloadError, SignatureError
+from unimailtrack.errors import ConfigurationError, PayloadError, SendError, SignatureError
 
 if TYPE_CHECKING:
     from unimailtrack.tracking import DeadLetter, Tracker
@@ -337,8 +338,76 @@ def _replay_letters(args: argparse.Namespace, tracker: Tracker) -> int:
     return Exit.PAYLOAD if outcome["unreadable"] else Exit.OK
 
 
+# --------------------------------------------------------------------------- backfill
+
+
+def _add_backfill(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "backfill",
+        help="fetch the events of a past period from each provider's events API",
+        description="After an outage of the webhook endpoint, ask each provider in DSN that "
+        "offers an events API (Mailgun's Events API; SendGrid's Email Activity API, a paid "
+        "add-on) for the events of the last --since, and store them. Idempotent like every "
+        "ingest: run it again and nothing is stored twice.",
+    )
+    p.add_argument("dsn", metavar="DSN", help="the providers to ask, with their API keys")
+    p.add_argument(
+        "--since",
+        type=parse_duration,
+        required=True,
+        metavar="DURATION",
+        help="how far back, e.g. 2h or 3d",
+    )
+    p.add_argument("--until", type=_parse_time, metavar="TIME", help="default: now")
+    _store_option(p)
+    _json_option(p)
+    p.set_defaults(run=backfill)
+
+
+def backfill(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    until = args.until or datetime.now(UTC)
+    since = until - args.since
+    adapters = _configured_adapters(args)
+    outcome: dict[str, dict[str, Any]] = {}
+    with _open_tracker(args) as tracker:
+        for name, adapter in sorted(adapters.items()):
+            fetch = getattr(adapter, "backfill", None)
+            if fetch is None:
+                adapter.close()
+                outcome[name] = {"supported": False}
+                continue
+            counts = {"supported": True, "events": 0, "new": 0, "duplicates": 0}
+            try:
+                for page in fetch(since, until):
+                    stored = tracker.ingest(page)
+                    counts["events"] += len(page)
+                    counts["new"] += stored.new
+                    counts["duplicates"] += stored.duplicates
+            except SendError as exc:
+                counts["error"] = str(exc)
+            finally:
+                adapter.close()
+            outcome[name] = counts
+    if args.json:
+        _emit_json({"since": since, "until": until, "providers": outcome})
+    else:
+        for name, counts in outcome.items():
+            if not counts["supported"]:
+                print(f"{name}: no events API to backfill from")
+                continue
+            line = (
+                f"{name}: {counts['events']} event(s), {counts['new']} new, "
+                f"{counts['duplicates']} already stored"
+            )
+            print(line + (f"; stopped: {counts['error']}" if "error" in counts else ""))
+    return Exit.FAILED if any("error" in c for c in outcome.values()) else Exit.OK
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
     _add_health,
     _add_orphans,
     _add_dead_letters,
+    _add_backfill,
 )

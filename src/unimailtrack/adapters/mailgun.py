@@ -35,7 +35,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parseaddr
@@ -499,6 +499,15 @@ class MailgunAdapter(Adapter):
     ) -> list[EmailEvent]:
         """Map a Mailgun webhook body (JSON, or legacy form-encoded) onto one event."""
         return events_from(decode_body(body, headers))
+
+    def backfill(
+        self, since: datetime, until: datetime | None = None
+    ) -> Iterator[list[EmailEvent]]:
+        """The events Mailgun's Events API holds from ``since`` to ``until`` (now), a page at a
+        time, for ``Tracker.ingest``; see ``adapters/_backfill_mailgun.py``."""
+        from unimailtrack.adapters import _backfill_mailgun
+
+        return _backfill_mailgun.events(self, since, until or datetime.now(UTC))
 
     def _matches(self, signed: bytes, candidate: bytes) -> bool:
         """Whether ``candidate`` is the signature under any configured key. Every key is tried,

@@ -30,7 +30,7 @@ import binascii
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import MappingProxyType
@@ -783,6 +783,16 @@ class SendGridAdapter(Adapter):
                 )
             )
         return calls
+
+    def backfill(
+        self, since: datetime, until: datetime | None = None
+    ) -> Iterator[list[EmailEvent]]:
+        """The events SendGrid's Email Activity API (a paid add-on) implies from ``since``
+        to ``until`` (now), a request at a time, for ``Tracker.ingest``; see
+        ``adapters/_backfill_sendgrid.py``."""
+        from unimailtrack.adapters import _backfill_sendgrid
+
+        return _backfill_sendgrid.events(self, since, until or datetime.now(UTC))
 
     @classmethod
     def message_key(cls, message_id: str) -> str:

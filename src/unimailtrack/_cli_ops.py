@@ -378,7 +378,7 @@ def backfill(args: argparse.Namespace) -> int:
                 adapter.close()
                 outcome[name] = {"supported": False}
                 continue
-            counts = {"supported": True, "events": 0, "new": 0, "duplicates": 0}
+            counts: dict[str, Any] = {"supported": True, "events": 0, "new": 0, "duplicates": 0}
             try:
                 for page in fetch(since, until):
                     stored = tracker.ingest(page)

@@ -752,3 +752,76 @@ def test_an_invalid_status_lists_the_valid_ones(
     code, _, err = run(capsys, "stats", sent["bulk_id"], "--rows", "--status", "bounce")
     assert code == Exit.USAGE
     assert "'bounce' is not a status; the statuses are" in err and "bounced" in err
+
+
+def test_emulate_keeps_its_webhook_keys_in_the_keys_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keys = tmp_path / "emulator-keys.json"
+    argv = ["emulate", "--port", "0", "--for", "0.05", "--json", "--keys-file", str(keys)]
+    assert not keys.exists()
+    code, out, _ = run(capsys, *argv)
+    second = json.loads(out)
+    code, out, _ = run(capsys, *argv)
+    third = json.loads(out)
+    assert code == Exit.OK
+    for name in ("sendgrid_webhook_key", "mailgun_signing_key"):
+        assert second[name] == third[name]
+    assert keys.stat().st_mode & 0o777 == 0o600
+    keys.write_text("not json")
+    assert run(capsys, *argv)[0] == Exit.CONFIG
+
+
+def test_dev_runs_the_emulator_and_serve_with_matching_keys_on_one_store(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unimailtrack.cli",
+            "dev",
+            "--port",
+            "0",
+            "--emulator-port",
+            "0",
+            "--delay",
+            "0",
+            "--store",
+            store,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        while not (line := process.stdout.readline()).startswith("unimailtrack: serving"):
+            assert line, "dev ended before serving"
+            lines.append(line)
+        hint = next(line for line in lines if line.startswith("Try: "))
+        words = shlex.split(hint)
+        dsn = words[words.index("--dsn") + 1]
+        message = words[words.index("--from") :]
+        sent = subprocess.run(
+            [sys.executable, "-m", "unimailtrack.cli", "send", "--dsn", dsn, "--json", *message],
+            env={**os.environ, "UNIMAILTRACK_STORE": store},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tracking_id = json.loads(sent.stdout)["recipients"][0]["tracking_id"]
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        status = None
+        while datetime.now(UTC) < deadline and status != "bounced":
+            with Tracker.open(store) as tracker:
+                status = tracker.state(tracking_id).status.value
+        assert status == "bounced"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+    assert "refused" not in err

@@ -405,9 +405,84 @@ def backfill(args: argparse.Namespace) -> int:
     return Exit.FAILED if any("error" in c for c in outcome.values()) else Exit.OK
 
 
+# --------------------------------------------------------------------------- dev
+
+
+def _add_dev(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "dev",
+        help="the emulator and serve together, with matching keys, on one SQLite file",
+        description="Run the SendGrid, Mailgun and SES emulator and the webhook endpoints in "
+        "one process: the emulator posts every event to serve, which trusts its keys and "
+        "stores them in --store. Send with the DSNs it prints and watch the badges move "
+        "(unimailtrack history, timeline, the JSON API). For a person to play with; "
+        "everything stays on 127.0.0.1.",
+    )
+    p.add_argument("--port", type=int, default=8025, help="serve's port (%(default)s)")
+    p.add_argument(
+        "--emulator-port", type=int, default=8026, help="the emulator's port (%(default)s)"
+    )
+    p.add_argument("--delay", type=float, default=1.0, help="seconds between a copy's events")
+    p.add_argument("--keys-file", type=Path, metavar="FILE", help="keep the webhook keys here")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _store_option(p)
+    p.set_defaults(run=dev)
+
+
+def dev(args: argparse.Namespace) -> int:
+    import logging
+    import socket
+
+    from unimailtrack.cli import run_server
+    from unimailtrack.emulator._command import build, describe, save_keys
+    from unimailtrack.mailer import build_adapters
+    from unimailtrack.web import create_app
+    from unimailtrack.webhooks import WebhookReceiver
+
+    port = args.port
+    if port == 0:  # the emulator must know where to post before serve starts
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    options = argparse.Namespace(
+        port=0,
+        emulator_port=args.emulator_port,
+        webhooks=None,
+        delay=args.delay,
+        duplicate=0.0,
+        reorder=False,
+        seed=None,
+        rate_limit=None,
+        rate_window=1.0,
+        api_key=None,
+        keys_file=args.keys_file,
+    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(name)s: %(message)s")
+    emulator = build(options, webhooks=f"http://127.0.0.1:{port}/webhooks/{{provider}}")
+    with emulator:
+        save_keys(args.keys_file, emulator)
+        adapters, _ = build_adapters(emulator.receiver_dsn())
+        named = {adapter.name: adapter for adapter in adapters}
+        tracker = _open_tracker(args, create=True)
+        receiver = WebhookReceiver(named, tracker)
+        print(describe(emulator), flush=True)
+        store = args.store or "sqlite:///unimailtrack.sqlite3"
+        print(
+            f"\nTry: UNIMAILTRACK_STORE={store} unimailtrack send --dsn "
+            f"'{emulator.dsn('sendgrid')}' --from events@example.com --to bounce@example.com "
+            "--subject Hello --text hi\n",
+            flush=True,
+        )
+        run_server(
+            create_app(receiver), "127.0.0.1", port, log_level=args.log_level, finish=tracker.aclose
+        )
+    return Exit.OK
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
     _add_health,
     _add_orphans,
     _add_dead_letters,
     _add_backfill,
+    _add_dev,
 )

@@ -57,7 +57,8 @@ __all__ = [
 
 request_log = logging.getLogger("unimailtrack.requests")
 """One line per webhook request and per provider request, as ``key=value`` pairs (and the
-same fields under ``record.unimailtrack`` for structured formatters)."""
+same fields under ``record.unimailtrack`` for structured formatters), all at INFO: turn the
+logger on to see them; refusals and failures are also logged on their own loggers."""
 
 COUNTERS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "webhook_requests": ("Webhook requests by provider and answer", ("provider", "status")),
@@ -314,13 +315,13 @@ def redact(address: str) -> str:
     return f"{local[:1]}…@{domain}"
 
 
-def log_line(kind: str, fields: Mapping[str, Any], level: int = logging.INFO) -> None:
+def log_line(kind: str, fields: Mapping[str, Any]) -> None:
     """One ``kind key=value ...`` line on :data:`request_log`; values are what the caller
     chose to show (counts, statuses, causes, redacted addresses), never bodies or keys."""
-    if not request_log.isEnabledFor(level):
+    if not request_log.isEnabledFor(logging.INFO):
         return
     text = " ".join(f"{key}={_value(value)}" for key, value in fields.items())
-    request_log.log(level, "%s %s", kind, text, extra={"unimailtrack": {"kind": kind, **fields}})
+    request_log.info("%s %s", kind, text, extra={"unimailtrack": {"kind": kind, **fields}})
 
 
 def _value(value: Any) -> str:
@@ -337,14 +338,13 @@ def sent(provider: str, call: Any, outcome: Any) -> None:
     ended its retries) and log it; addresses only redacted."""
     state = _loaded()
     if isinstance(outcome, list):
-        result, status, detail, level = "accepted", None, None, logging.INFO
+        result, status, detail = "accepted", None, None
     else:
         result = _snake(type(outcome).__name__)
         status, detail = getattr(outcome, "status", None), getattr(outcome, "message", None)
-        level = logging.WARNING
     if state.otel is not None or state.prometheus is not None:
         count("sends", provider=provider, outcome=result)
-    if not request_log.isEnabledFor(level):
+    if not request_log.isEnabledFor(logging.INFO):
         return
     recipients: Sequence[Any] = getattr(call, "recipients", ())
     log_line(
@@ -357,7 +357,6 @@ def sent(provider: str, call: Any, outcome: Any) -> None:
             "status": status,
             "error": detail,
         },
-        level,
     )
 
 
@@ -456,5 +455,4 @@ class WebhookWatch:
                 "bytes": self.bytes,
                 "ms": (time.perf_counter() - self.started) * 1000,
             },
-            logging.WARNING if status >= 500 or status == 401 else logging.INFO,
         )

@@ -856,6 +856,7 @@ def history(args: argparse.Namespace) -> int:
                 (r.sent_at, r.status, r.subject, r.category, r.reason, r.tracking_id)
                 for r in page.items
             ],
+            wrap=4,
         )
     )
     print(f"{len(page.items)} of {page.total}")
@@ -1044,6 +1045,12 @@ def _add_emulate(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--rate-window", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--api-key", help="the only SendGrid and Mailgun API key taken (default: any)")
     p.add_argument("--for", dest="duration", type=float, metavar="SECONDS", help="stop after")
+    p.add_argument(
+        "--keys-file",
+        type=Path,
+        metavar="FILE",
+        help="keep the SendGrid and Mailgun webhook keys here across restarts (made if missing)",
+    )
     _json_option(p)
     p.set_defaults(run=emulate)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from unimailtrack import DeliveryStatus, Email, RecipientResult, SendResult
 from unimailtrack.adapters import MemoryAdapter
+from unimailtrack.adapters.mailgun import MailgunWebhookSigner
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
 from unimailtrack.cli import SUBCOMMANDS, Exit, main
 from unimailtrack.tracking import Tracker
@@ -32,6 +36,7 @@ MEMORY_DSN = f"memory://?webhook_secret={SECRET}"
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh SQLite store, named by the environment as a deployment would."""
     url = f"sqlite:///{tmp_path / 'track.sqlite3'}"
+    Tracker.open(url).close()  # only serve, replay, emulate and dev create a store
     monkeypatch.setenv("UNIMAILTRACK_STORE", url)
     monkeypatch.setenv("UNIMAILTRACK_DSN", MEMORY_DSN)
     return url
@@ -97,6 +102,8 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     assert "suppressions" in out
     assert "emulate" in out
     assert len(SUBCOMMANDS) == 9
+    for name in ("health", "orphans", "dead-letters"):
+        assert name in out
 
 
 def test_a_wrong_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,7 +142,12 @@ def test_send_prints_a_tracking_id_per_recipient_and_records_the_send(
     assert code == Exit.OK
     assert "  Hi  " in out
     assert "1 of 2" in out
-    assert "more: unimailtrack history ann@example.com --cursor " in out
+    hint = next(line for line in out.splitlines() if line.startswith("more: "))
+    assert hint.startswith("more: unimailtrack history ann@example.com --limit 1 --cursor ")
+    # Pasting the hint works: the same options, the next page.
+    code, out, _ = run(capsys, *shlex.split(hint.removeprefix("more: "))[1:])
+    assert code == Exit.OK
+    assert "2 of 2" not in out and "1 of 2" in out and "more: " not in out
 
 
 def test_send_refuses_a_malformed_address_with_2(
@@ -263,6 +275,9 @@ def test_replay_with_verification_checks_each_request_against_the_dsn_keys(
     code, out, _ = run(capsys, "replay", str(saved), "--verify")
     assert code == Exit.SIGNATURE
     assert "1 refused" in out
+    # Each refusal says why, and a stale one how to replay it.
+    assert "request 1: HTTP 401 memory webhook refused: timestamp outside the tolerance" in out
+    assert "pass --now with the time it was received" in out
     code, out, _ = run(capsys, "replay", str(saved), "--verify", "--now", then.isoformat())
     assert code == Exit.OK
     assert "1 new" in out
@@ -302,7 +317,7 @@ def test_replay_stops_with_6_when_the_store_cannot_write(
 ) -> None:
     path = tmp_path / "locked.sqlite3"
     monkeypatch.setenv("UNIMAILTRACK_STORE", f"sqlite:///{path}?timeout=0.05")
-    assert run(capsys, "suppressions")[0] == Exit.OK  # creates the database
+    Tracker.open(f"sqlite:///{path}").close()
     saved = memory_requests(tmp_path / "r.jsonl", {"0" * 32: ("ann@example.com", "delivered")})
     with closing(sqlite3.connect(path, isolation_level=None)) as other:
         other.execute("BEGIN IMMEDIATE")
@@ -425,6 +440,392 @@ def test_serve_answers_webhooks_and_the_api_until_interrupted(
     # The store was closed on the way out: SQLite folds its write-ahead log back then.
     assert (tmp_path / "serve.sqlite3").exists()
     assert not (tmp_path / "serve.sqlite3-wal").exists()
+
+
+# --------------------------------------------------------------------------- a newcomer's mistakes
+
+
+def test_a_store_that_does_not_exist_is_an_error_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "typo.sqlite3"
+    for command in (["history", "ann@example.com"], ["suppressions"], ["health"], ["orphans"]):
+        code, _, err = run(capsys, *command, "--store", f"sqlite:///{missing}")
+        assert code == Exit.USAGE, command
+        assert str(missing) in err and "serve, replay, emulate and dev create one" in err
+    assert not missing.exists()
+
+
+def test_replay_creates_a_store_and_says_where(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    fresh = tmp_path / "new.sqlite3"
+    requests = memory_requests(tmp_path / "r.jsonl", {"t1": ("ann@example.com", "delivered")})
+    code, _, err = run(capsys, "replay", str(requests), "--store", f"sqlite:///{fresh}")
+    assert code == Exit.OK
+    assert f"created a new store at {fresh}" in err
+    assert fresh.exists()
+
+
+def test_send_exits_1_when_every_recipient_is_suppressed(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    with Tracker.open(store) as tracker:
+        tracker.suppress("ann@example.com", reason="550 5.1.1 user unknown")
+    argv = ["send", "--from", "events@example.com", "--to", "ann@example.com", "--text", "x"]
+    code, out, err = run(capsys, *argv)
+    assert code == Exit.FAILED
+    assert "suppressed" in out and "nothing was sent" in err
+    code, out, _ = run(capsys, *argv, "--json")
+    assert code == Exit.FAILED
+    assert json.loads(out)["recipients"][0]["status"] == "suppressed"
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_a_failed_send_is_printed_once_with_the_reason_and_as_json(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    dsn = f"sendgrid://SG.key@default?base_url=http://127.0.0.1:{_closed_port()}&max_retries=0"
+    argv = ["send", "--dsn", dsn, "--from", "events@example.com", "--to", "ann@example.com"]
+    code, out, err = run(capsys, *argv, "--text", "x")
+    assert code == Exit.FAILED
+    assert err.count("not sent") == 1 and "could not be reached" in err
+    assert "retried" not in err and out == ""
+    code, out, _ = run(capsys, *argv, "--text", "x", "--json")
+    assert code == Exit.FAILED
+    answer = json.loads(out)
+    assert answer["ok"] is False and answer["error"] == "provider_unavailable"
+    assert "could not be reached" in answer["message"]
+
+
+def test_a_wrong_option_is_named_without_pydantic_s_report(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    code, out, err = run(capsys, "send", "--from", "not an address", "--to", "a@example.com")
+    assert code == Exit.USAGE
+    assert "--from:" in err
+    assert "pydantic" not in err and "https://" not in err and "validation error" not in err
+    code, out, _ = run(capsys, "send", "--from", "e@example.com", "--json")
+    assert code == Exit.USAGE
+    assert json.loads(out) == {"ok": False, "error": "invalid", "message": ANY_TEXT}
+
+
+class _AnyText(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and "cannot build the e-mail" in other
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText()
+
+
+def test_long_reasons_are_shown_whole_wrapped_to_the_terminal(
+    capsys: pytest.CaptureFixture[str], store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reason = "550 5.1.1 <ann@example.com>: Recipient address rejected: " + "word " * 30 + "END"
+    memory = MemoryAdapter(webhook_secret=SECRET)
+    body, headers = memory.webhook(
+        [
+            {
+                "event": "bounced",
+                "id": "e1",
+                "recipient": "ann@example.com",
+                "tracking_id": "t-long",
+                "bounce": "hard",
+                "reason": reason,
+                "timestamp": datetime.now(UTC).timestamp(),
+            }
+        ]
+    )
+    with Tracker.open(store) as tracker:
+        tracker.ingest(MemoryAdapter.parse_webhook_body(body, headers))
+    code, out, _ = run(capsys, "timeline", "t-long")  # a pipe: the reason on one line
+    assert code == Exit.OK and reason in out
+    monkeypatch.setattr("unimailtrack.cli._terminal_width", lambda: 100)
+    code, out, _ = run(capsys, "timeline", "t-long")
+    table = out[out.index("TIME") :]
+    assert max(len(line) for line in table.splitlines()) <= 100
+    assert len(table.splitlines()) > 2  # the reason took lines of its own
+    assert "END" in out and "…" not in out
+    assert table.count("word") == 30
+
+
+# --------------------------------------------------------------------------- operating it
+
+
+def test_health_exits_1_when_a_provider_went_silent_while_sending(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    send_invite(capsys, "ann@example.com")
+    code, out, _ = run(capsys, "health", "--json")
+    assert code == Exit.OK  # the memory provider answered nothing yet, but only just sent
+    assert json.loads(out)["providers"]["memory"]["sends"] == 0
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    with Tracker.open(store, clock=lambda: an_hour_ago) as earlier:
+        earlier.record_send(
+            Email(sender="e@example.com", to=["bob@example.com"], text="x"),
+            SendResult(
+                bulk_id="b-old",
+                recipients=[
+                    RecipientResult(
+                        recipient="bob@example.com",
+                        tracking_id="t-old",
+                        status=DeliveryStatus.ACCEPTED,
+                        provider="memory",
+                        message_id="m-old",
+                    )
+                ],
+            ),
+        )
+    code, out, _ = run(capsys, "health", "--json")
+    answer = json.loads(out)
+    assert code == Exit.FAILED, out
+    assert answer["providers"]["memory"]["healthy"] is False
+    code, out, _ = run(capsys, "health")
+    assert code == Exit.FAILED
+    assert "NO" in out and "is its webhook still configured" in out
+    code, out, _ = run(capsys, "health", "--silence", "30m")
+    assert code == Exit.OK  # that send is older than the window asked about
+    assert run(capsys, "health", "--silence", "soon")[0] == Exit.USAGE
+
+
+def test_orphans_lists_events_no_send_claimed(
+    capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path
+) -> None:
+    requests = memory_requests(tmp_path / "r.jsonl", {"unsent-1": ("zed@example.org", "bounced")})
+    assert run(capsys, "replay", str(requests))[0] == Exit.OK
+    code, out, _ = run(capsys, "orphans")
+    assert code == Exit.OK and "0 orphan event(s)" in out  # not after a while yet
+    code, out, _ = run(capsys, "orphans", "--older-than", "0.001s", "--json")
+    (orphan,) = json.loads(out)
+    assert orphan["recipient"] == "zed@example.org" and orphan["type"] == "bounced"
+
+
+def test_dead_letters_list_show_export_and_replay(
+    capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path
+) -> None:
+    memory = MemoryAdapter(webhook_secret=SECRET)
+    good = {
+        "event": "delivered",
+        "id": "e-good",
+        "recipient": "ann@example.com",
+        "tracking_id": "t1",
+        "timestamp": datetime.now(UTC).timestamp(),
+    }
+    readable, readable_headers = memory.webhook([good])
+    with Tracker.open(store) as tracker:
+        # Kept by an older version that could not read it, and a body nobody can read.
+        first = tracker.record_dead_letter("memory", readable, readable_headers, "unknown shape")
+        second = tracker.record_dead_letter("memory", b"\xff{junk", {}, "not JSON")
+    code, out, _ = run(capsys, "dead-letters", "list")
+    assert code == Exit.OK and "2 dead letter(s)" in out and "not JSON" in out
+    code, out, _ = run(capsys, "dead-letters", "show", str(first))
+    assert code == Exit.OK and readable.decode() in out and "unknown shape" in out
+    assert run(capsys, "dead-letters", "show", "999")[0] == Exit.FAILED
+    exported = tmp_path / "letters.jsonl"
+    assert run(capsys, "dead-letters", "export", str(exported))[0] == Exit.OK
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert [line["provider"] for line in lines] == ["memory", "memory"]
+    assert "body_base64" in lines[1] and lines[0]["body"] == readable.decode()
+    # replay needs a decision about signatures
+    assert run(capsys, "dead-letters", "replay")[0] == Exit.USAGE
+    code, out, _ = run(capsys, "dead-letters", "replay", "--no-verify", "--json")
+    answer = json.loads(out)
+    assert code == Exit.PAYLOAD
+    assert [item["id"] for item in answer["stored"]] == [first]
+    assert [item["id"] for item in answer["unreadable"]] == [second]
+    with Tracker.open(store) as tracker:
+        assert tracker.state("t1").status.value == "delivered"
+        assert [d.id for d in tracker.dead_letters()] == [second]
+
+
+def test_dead_letter_replay_with_verify_refuses_a_forged_letter(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    forged, headers = MemoryAdapter(webhook_secret="another").webhook(
+        [{"event": "delivered", "id": "x", "recipient": "a@example.com", "timestamp": 1}]
+    )
+    with Tracker.open(store) as tracker:
+        letter = tracker.record_dead_letter("memory", forged, headers, "unknown shape")
+    code, out, _ = run(capsys, "dead-letters", "replay", "--verify", str(letter))
+    assert code == Exit.SIGNATURE and "refused: bad_signature" in out
+    with Tracker.open(store) as tracker:
+        assert tracker.count_events() == 0 and len(tracker.dead_letters()) == 1
+
+
+def test_serve_without_webhook_keys_warns_that_every_webhook_is_refused(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "UNIMAILTRACK_DSN": "sendgrid://SG.key@default"}
+    env["UNIMAILTRACK_STORE"] = f"sqlite:///{tmp_path / 's.sqlite3'}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "unimailtrack.cli", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().startswith(
+            "unimailtrack: serving"
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    assert "no webhook key for sendgrid: every sendgrid webhook will be refused" in err
+    assert "created a new store at" in err
+
+
+def test_replaying_a_mailgun_file_twice_with_verify_is_harmless(
+    capsys: pytest.CaptureFixture[str], store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "mailgun-signing-key"
+    signer = MailgunWebhookSigner(key)
+    then = datetime(2024, 1, 15, 9, 30, tzinfo=UTC)
+    lines = []
+    for number in range(3):
+        body = signer.json_body(
+            {
+                "id": f"mg-{number}",
+                "event": "delivered",
+                "timestamp": then.timestamp(),
+                "recipient": f"r{number}@example.com",
+                "message": {"headers": {"message-id": f"m{number}@mg.example.com"}},
+            },
+            timestamp=int(then.timestamp()),
+        )
+        headers = {"Content-Type": "application/json"}
+        lines.append(json.dumps({"provider": "mailgun", "headers": headers, "body": body.decode()}))
+    saved = tmp_path / "mailgun.jsonl"
+    saved.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv(
+        "UNIMAILTRACK_DSN", f"mailgun://KEY:mg.example.com@default?webhook_key={key}"
+    )
+    argv = ["replay", str(saved), "--verify", "--now", then.isoformat()]
+    code, out, _ = run(capsys, *argv)
+    assert (code, out.split(":")[1].strip()) == (
+        Exit.OK,
+        "3 new, 0 already stored; 0 refused, 0 unreadable, 0 unknown provider",
+    )
+    code, out, _ = run(capsys, *argv)  # the same tokens, the same requests: duplicates
+    assert code == Exit.OK, out
+    assert "0 new, 3 already stored; 0 refused" in out
+
+
+@pytest.mark.parametrize(
+    ("dsn", "said"),
+    [
+        ("failover(memory:// memory://", "failover( is not closed"),
+        ("smtp://user@default", "known adapters: mailgun, memory, sendgrid, ses"),
+        ("sendgrid://k@default?region=mars", "'mars'; use one of: global, eu"),
+    ],
+)
+def test_dsn_errors_quote_what_was_typed_and_say_what_is_wrong(
+    capsys: pytest.CaptureFixture[str], store: str, dsn: str, said: str
+) -> None:
+    code, _, err = run(
+        capsys,
+        "send",
+        "--dsn",
+        dsn,
+        "--from",
+        "a@example.com",
+        "--to",
+        "b@example.com",
+        "--text",
+        "x",
+    )
+    assert code == Exit.CONFIG
+    assert said in err
+
+
+def test_an_invalid_status_lists_the_valid_ones(
+    capsys: pytest.CaptureFixture[str], store: str
+) -> None:
+    sent = send_invite(capsys, "ann@example.com")
+    code, _, err = run(capsys, "stats", sent["bulk_id"], "--rows", "--status", "bounce")
+    assert code == Exit.USAGE
+    assert "'bounce' is not a status; the statuses are" in err and "bounced" in err
+
+
+def test_emulate_keeps_its_webhook_keys_in_the_keys_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keys = tmp_path / "emulator-keys.json"
+    argv = ["emulate", "--port", "0", "--for", "0.05", "--json", "--keys-file", str(keys)]
+    assert not keys.exists()
+    code, out, _ = run(capsys, *argv)
+    second = json.loads(out)
+    code, out, _ = run(capsys, *argv)
+    third = json.loads(out)
+    assert code == Exit.OK
+    for name in ("sendgrid_webhook_key", "mailgun_signing_key"):
+        assert second[name] == third[name]
+    assert keys.stat().st_mode & 0o777 == 0o600
+    keys.write_text("not json")
+    assert run(capsys, *argv)[0] == Exit.CONFIG
+
+
+def test_dev_runs_the_emulator_and_serve_with_matching_keys_on_one_store(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path / 'dev.sqlite3'}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unimailtrack.cli",
+            "dev",
+            "--port",
+            "0",
+            "--emulator-port",
+            "0",
+            "--delay",
+            "0",
+            "--store",
+            store,
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        while not (line := process.stdout.readline()).startswith("unimailtrack: serving"):
+            assert line, "dev ended before serving"
+            lines.append(line)
+        hint = next(line for line in lines if line.startswith("Try: "))
+        words = shlex.split(hint)
+        dsn = words[words.index("--dsn") + 1]
+        message = words[words.index("--from") :]
+        sent = subprocess.run(
+            [sys.executable, "-m", "unimailtrack.cli", "send", "--dsn", dsn, "--json", *message],
+            env={**os.environ, "UNIMAILTRACK_STORE": store},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        tracking_id = json.loads(sent.stdout)["recipients"][0]["tracking_id"]
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        status = None
+        while datetime.now(UTC) < deadline and status != "bounced":
+            with Tracker.open(store) as tracker:
+                status = tracker.state(tracking_id).status.value
+        assert status == "bounced"
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+    assert "refused" not in err
 
 
 def test_serve_with_workers_shares_one_port_restarts_a_dead_worker_and_stops_on_a_signal(

@@ -27,3 +27,12 @@ MAX_PINNED_TOKENS = 10_000
 WEBHOOK_CONCURRENCY = 2
 """Webhook bodies one web app process verifies, parses and stores at once (see
 ``web._app.webhook_endpoint``); more wait their turn."""
+
+HEALTH_SILENCE = timedelta(hours=6)
+"""A provider is unhealthy when sends went out through it during this long and no event came
+back from it in that time: the usual sign that its webhook died."""
+HEALTH_GRACE = timedelta(minutes=15)
+"""Sends younger than this do not count against a provider's health: it has not had time to
+report them yet."""
+ORPHAN_AFTER = timedelta(hours=1)
+"""An event that no send has claimed this long after its arrival counts as an orphan."""

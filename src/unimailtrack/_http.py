@@ -67,7 +67,7 @@ def _unavailable(provider: str | None, exc: Exception) -> ProviderUnavailable:
         else ("could not be reached")
     )
     return ProviderUnavailable(
-        f"the provider {kind}; the request will be retried if retries remain",
+        f"the provider {kind}",
         provider=provider,
         detail=type(exc).__name__,
     )

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -28,6 +28,7 @@ from unimailtrack.errors import (
     ConfigurationError,
     PayloadError,
     SendError,
+    SignatureCause,
     SignatureError,
     UnimailtrackError,
 )
@@ -74,20 +75,73 @@ def _emit_json(value: Any) -> None:
     sys.stdout.write(to_json(value, indent=2).decode() + "\n")
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Rows as aligned columns under a header line; None prints as ``-``."""
-    cells = [[("-" if v is None else _cell(v)) for v in row] for row in rows]
+def _table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, wrap: int | None = None
+) -> str:
+    """Rows as aligned columns under a header line; None prints as ``-``. Column ``wrap``
+    (an index, e.g. -1 for the last) is shown in full, wrapped to the terminal's width on
+    lines of its own, where other columns are cut at 60 characters."""
+    wrapped = None if wrap is None else range(len(headers))[wrap]
+    cells = [
+        [("-" if v is None else _cell(v, full=i == wrapped)) for i, v in enumerate(row)]
+        for row in rows
+    ]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    columns = _terminal_width()
+    if wrapped is not None and columns is not None:
+        room = columns - 2 * (len(headers) - 1)
+        room -= sum(w for i, w in enumerate(widths) if i != wrapped)
+        widths[wrapped] = max(len(headers[wrapped]), min(widths[wrapped], max(room, 20)))
     lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    for row in cells:
+        lines += _row_lines(row, widths, wrapped)
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _cell(value: Any) -> str:
+def _terminal_width() -> int | None:
+    """The terminal's width when standard output is one; None when it is a pipe or a file,
+    where a long cell stays on its line (for grep and scripts)."""
+    if not sys.stdout.isatty():
+        return None
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+def _row_lines(row: Sequence[str], widths: Sequence[int], wrapped: int | None) -> list[str]:
+    if wrapped is None or len(row[wrapped]) <= widths[wrapped]:
+        return ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))]
+    import textwrap
+
+    parts = textwrap.wrap(row[wrapped], widths[wrapped], break_long_words=True) or [""]
+    lines = []
+    for number, part in enumerate(parts):
+        line = [(c if number == 0 else "") for c in row]
+        line[wrapped] = part
+        lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+    return lines
+
+
+def _cell(value: Any, *, full: bool = False) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    text = str(getattr(value, "value", value))
-    return text if len(text) <= 60 else text[:59] + "…"
+    text = " ".join(str(getattr(value, "value", value)).split())
+    return text if full or len(text) <= 60 else text[:59] + "…"
+
+
+def _again(command: Sequence[str], args: argparse.Namespace, **changes: str) -> str:
+    """The command line that asks for the next page: the same options, ``changes`` applied,
+    quoted for a POSIX shell so that pasting it works."""
+    import shlex
+
+    words = ["unimailtrack", *command]
+    options = {"store": args.store if args.store != os.environ.get(STORE_ENV) else None}
+    options |= {"limit": str(args.limit) if args.limit != 25 else None}
+    options |= changes
+    for name, value in options.items():
+        if value is not None:
+            words += [f"--{name.replace('_', '-')}", value]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def _error(message: str) -> None:
@@ -97,10 +151,39 @@ def _error(message: str) -> None:
 # --------------------------------------------------------------------------- shared set-up
 
 
-def _open_tracker(args: argparse.Namespace) -> Tracker:
+class UsageError(UnimailtrackError):
+    """The command line names something that is not there (exit 2)."""
+
+
+def _sqlite_path(store: str | None) -> Path | None:
+    """The file an SQLite store URL names (the default file for None); None otherwise."""
+    if store is None:
+        from unimailtrack.tracking._tracker import DEFAULT_PATH
+
+        return Path.cwd() / DEFAULT_PATH
+    if not store.lower().startswith("sqlite://"):
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    path = unquote(urlsplit(store).path)[1:]
+    return None if not path or path == ":memory:" else Path(path)
+
+
+def _open_tracker(args: argparse.Namespace, *, create: bool = False) -> Tracker:
+    """The store ``--store`` names. Only commands that fill a store (``create``) make a new
+    SQLite file, and say where; the others refuse a file that is not there (a typo would
+    otherwise answer every question with an empty new database)."""
     from unimailtrack.tracking import Tracker
 
-    return Tracker.open(args.store)
+    path = _sqlite_path(args.store)
+    fresh = path is not None and not path.exists()
+    if fresh and not create:
+        hint = "" if args.store else f" (pass --store or set {STORE_ENV})"
+        raise UsageError(f"no store at {path}{hint}: serve, replay, emulate and dev create one")
+    tracker = Tracker.open(args.store)
+    if fresh:
+        sys.stderr.write(f"unimailtrack: created a new store at {path}\n")
+    return tracker
 
 
 def _configured_adapters(args: argparse.Namespace) -> dict[str, Adapter]:
@@ -292,7 +375,8 @@ def serve(args: argparse.Namespace) -> int:
     from unimailtrack.webhooks import WebhookReceiver
 
     adapters = _configured_adapters(args)
-    tracker = _open_tracker(args)
+    _warn_unkeyed(adapters)
+    tracker = _open_tracker(args, create=True)
     try:
         receiver = WebhookReceiver(adapters, tracker, max_body_size=args.max_body_size)
         app = create_app(receiver, api=not args.no_api, api_token=args.api_token)
@@ -330,7 +414,7 @@ def _serve_workers(args: argparse.Namespace) -> int:
     if not hasattr(os, "fork"):
         raise ConfigurationError("serve --workers needs a system with fork (Linux, macOS)")
     _configured_adapters(args)
-    _open_tracker(args).close()
+    _open_tracker(args, create=True).close()
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     listener = socket.create_server((args.host, args.port), family=family, backlog=2048)
     address, port = listener.getsockname()[:2]
@@ -391,6 +475,28 @@ def _serve_workers(args: argparse.Namespace) -> int:
     if restarts > _RESTARTS:
         return Exit.FAILED
     return Exit.INTERRUPTED if stopping else Exit.OK
+
+
+def _warn_unkeyed(adapters: Mapping[str, Adapter]) -> None:
+    """Say which providers will have every webhook refused: no key is configured."""
+    quiet = logging.getLogger("unimailtrack.webhooks")
+    for name, adapter in sorted(adapters.items()):
+        was, quiet.disabled = quiet.disabled, True
+        try:  # an empty request: refused for having no key, before anything else is read
+            adapter.verify_webhook(b"", {})
+        except SignatureError as exc:
+            unkeyed = exc.cause is SignatureCause.NO_KEY
+        except Exception:  # refused some other way: not for want of a key
+            unkeyed = False
+        else:
+            unkeyed = False
+        finally:
+            quiet.disabled = was
+        if unkeyed:
+            _error(
+                f"warning: no webhook key for {name}: every {name} webhook will be refused "
+                "(401); add its key to the DSN (see docs/configuration.md)"
+            )
 
 
 def run_server(
@@ -490,7 +596,7 @@ def send(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from unimailtrack.mailer import Mailer
-    from unimailtrack.model import Email
+    from unimailtrack.model import DeliveryStatus, Email
 
     if not args.dsn:
         raise ConfigurationError(f"no DSN: pass --dsn or set {DSN_ENV}")
@@ -511,15 +617,20 @@ def send(args: argparse.Namespace) -> int:
             track_clicks=args.track_clicks,
         )
     except (ValidationError, ValueError) as exc:
-        _error(f"cannot build the e-mail: {exc}")
-        return Exit.USAGE
+        problem = _email_problem(exc, args)
+        return _send_failed(args, "invalid", f"cannot build the e-mail: {problem}")
     store = nullcontext() if args.no_record else _open_tracker(args)
-    with store as tracker, Mailer(args.dsn, tracker=tracker) as mailer:
-        try:
+    # The adapters log a failed request for applications; here the error is printed once.
+    quiet = logging.getLogger("unimailtrack.send")
+    was, quiet.disabled = quiet.disabled, True
+    try:
+        with store as tracker, Mailer(args.dsn, tracker=tracker) as mailer:
             result = mailer.send(email)
-        except SendError as exc:
-            _error(f"not sent: {exc}")
-            return Exit.FAILED
+    except SendError as exc:
+        return _send_failed(args, _snake(type(exc).__name__), f"not sent: {exc}")
+    finally:
+        quiet.disabled = was
+    sent = any(r.status is DeliveryStatus.ACCEPTED for r in result.recipients)
     if args.json:
         _emit_json(result)
     else:
@@ -531,9 +642,60 @@ def send(args: argparse.Namespace) -> int:
                     (r.recipient, r.status, r.tracking_id, r.message_id, r.error)
                     for r in result.recipients
                 ],
+                wrap=-1,
             )
         )
-    return Exit.OK
+        if not sent:
+            _error("nothing was sent: no recipient was accepted")
+    return Exit.OK if sent else Exit.FAILED
+
+
+_OPTIONS = {
+    "sender": "--from",
+    "to": "--to",
+    "cc": "--cc",
+    "bcc": "--bcc",
+    "reply_to": "--reply-to",
+    "subject": "--subject",
+    "text": "--text",
+    "html": "--html",
+    "category": "--category",
+    "tags": "--tag",
+    "metadata": "--meta",
+}
+
+
+def _email_problem(exc: Exception, args: argparse.Namespace) -> str:
+    """What is wrong with the options, in their own names: never pydantic's raw report."""
+    from pydantic import ValidationError
+
+    from unimailtrack.errors import InvalidAddress
+
+    if isinstance(exc, InvalidAddress):
+        for name, option in _OPTIONS.items():
+            given = getattr(args, name, None)
+            if exc.address == given or (isinstance(given, list) and exc.address in given):
+                return f"{option}: {exc}"
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = error.get("loc") or ()
+        option = _OPTIONS.get(str(where[0]), str(where[0])) if where else "the e-mail"
+        message = str(error.get("msg", "is not valid")).removeprefix("Value error, ")
+        problems.append(f"{option}: {message}")
+    return "; ".join(problems)
+
+
+def _send_failed(args: argparse.Namespace, kind: str, message: str) -> int:
+    if getattr(args, "json", False):
+        _emit_json({"ok": False, "error": kind, "message": message})
+    _error(message)
+    return Exit.USAGE if kind == "invalid" else Exit.FAILED
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
 
 
 # --------------------------------------------------------------------------- replay
@@ -634,7 +796,7 @@ def _replay_receivers(
 def replay(args: argparse.Namespace) -> int:
     """Replay every request in FILE; stop at the first store failure."""
     size = args.file.stat().st_size
-    tracker = None if args.dry_run else _open_tracker(args)
+    tracker = None if args.dry_run else _open_tracker(args, create=True)
     report = ReplayReport()
     progress = _Progress(size)
     try:
@@ -645,7 +807,15 @@ def replay(args: argparse.Namespace) -> int:
             if receiver is None:
                 report.take(f"request {index}", 404, {"detail": f"no {request.provider!r} adapter"})
                 continue
-            answer = receiver.handle(request.provider, request.headers, request.body, now=args.now)
+            with _refusals() as reasons:
+                answer = receiver.handle(
+                    request.provider, request.headers, request.body, now=args.now
+                )
+            if answer.status == 401:
+                detail = _refusal_text(reasons.reasons, args.now)
+                report.take(f"request {index}", 401, {"detail": detail})
+                progress.update(done, f"{report.requests} requests, {report.events} events")
+                continue
             if answer.status >= 500:
                 progress.close()
                 _error(f"request {index}: the store failed; replay stopped, nothing more stored")
@@ -705,6 +875,28 @@ class _Reasons(logging.Handler):
         self.reasons.append(record.getMessage())
 
 
+@contextmanager
+def _refusals() -> Iterator[_Reasons]:
+    """Collect the causes adapters log while refusing, instead of printing them."""
+    reasons = _Reasons()
+    logger = logging.getLogger("unimailtrack.webhooks")
+    logger.addHandler(reasons)
+    was, logger.propagate = logger.propagate, False
+    try:
+        yield reasons
+    finally:
+        logger.removeHandler(reasons)
+        logger.propagate = was
+
+
+def _refusal_text(reasons: Sequence[str], now: datetime | None) -> str:
+    refused = [r for r in reasons if " refused: " in r] or list(reasons)
+    text = "; ".join(refused) or "the signature does not verify"
+    if now is None and any(r.endswith("[stale]") for r in refused):
+        text += " (a saved request is old: pass --now with the time it was received)"
+    return text
+
+
 def verify(args: argparse.Namespace) -> int:
     """Verify, then parse, one saved request."""
     requests = list(_read_requests(args.file, args.provider, args.header))
@@ -715,25 +907,20 @@ def verify(args: argparse.Namespace) -> int:
     adapter = _configured_adapters(args).get(request.provider)
     if adapter is None:
         raise ConfigurationError(f"the DSN configures no {request.provider!r} adapter")
-    reasons = _Reasons()
-    logger = logging.getLogger("unimailtrack.webhooks")
-    logger.addHandler(reasons)
-    logger.propagate = False  # the causes are printed below, once
     outcome: dict[str, Any] = {"provider": request.provider, "valid": False}
-    try:
-        events = adapter.unwrap(request.body, request.headers, now=args.now)
-    except SignatureError:
-        outcome["reason"] = "; ".join(reasons.reasons) or "the signature does not verify"
-        code = Exit.SIGNATURE
-    except PayloadError as exc:
-        outcome.update(valid=True, reason=f"signed, but the body cannot be read: {exc.message}")
-        code = Exit.PAYLOAD
-    else:
-        outcome.update(valid=True, events=len(events))
-        code = Exit.OK
-    finally:
-        logger.removeHandler(reasons)
-        logger.propagate = True
+    with _refusals() as reasons:  # the causes are printed below, once
+        try:
+            events = adapter.unwrap(request.body, request.headers, now=args.now)
+        except SignatureError as exc:
+            outcome["reason"] = _refusal_text(reasons.reasons, args.now)
+            outcome["cause"] = exc.cause.value
+            code = Exit.SIGNATURE
+        except PayloadError as exc:
+            outcome.update(valid=True, reason=f"signed, but the body cannot be read: {exc.message}")
+            code = Exit.PAYLOAD
+        else:
+            outcome.update(valid=True, events=len(events))
+            code = Exit.OK
     if args.json:
         _emit_json(outcome)
     elif code is Exit.OK:
@@ -777,11 +964,12 @@ def history(args: argparse.Namespace) -> int:
                 (r.sent_at, r.status, r.subject, r.category, r.reason, r.tracking_id)
                 for r in page.items
             ],
+            wrap=4,
         )
     )
     print(f"{len(page.items)} of {page.total}")
     if page.next_cursor:
-        print(f"more: unimailtrack history {args.address} --cursor {page.next_cursor}")
+        print("more: " + _again(["history", args.address], args, cursor=page.next_cursor))
     return Exit.OK
 
 
@@ -824,6 +1012,7 @@ def timeline(args: argparse.Namespace) -> int:
                 (e.timestamp, e.type, e.provider_event, e.recipient, e.reason or e.url)
                 for e in state.timeline
             ],
+            wrap=-1,
         )
     )
     return Exit.OK
@@ -1118,6 +1307,12 @@ def _add_emulate(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--rate-window", type=float, default=1.0, metavar="SECONDS")
     p.add_argument("--api-key", help="the only SendGrid and Mailgun API key taken (default: any)")
     p.add_argument("--for", dest="duration", type=float, metavar="SECONDS", help="stop after")
+    p.add_argument(
+        "--keys-file",
+        type=Path,
+        metavar="FILE",
+        help="keep the SendGrid and Mailgun webhook keys here across restarts (made if missing)",
+    )
     _json_option(p)
     p.set_defaults(run=emulate)
 
@@ -1182,7 +1377,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for add in SUBCOMMANDS:
+    from unimailtrack._cli_ops import SUBCOMMANDS as OPERATIONS
+
+    for add in (*SUBCOMMANDS, *OPERATIONS):
         add(sub)
     return parser
 
@@ -1199,6 +1396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(run(args))
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
+    except UsageError as exc:
+        _error(str(exc))
+        return Exit.USAGE
     except ConfigurationError as exc:
         _error(str(exc))
         return Exit.CONFIG

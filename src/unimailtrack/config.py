@@ -146,6 +146,12 @@ def parse_dsn(text: str) -> Dsn | CombinedDsn:
             "the DSN is empty: set UNIMAILTRACK_DSN, e.g. sendgrid://API_KEY@default or memory://"
         )
     combined = _COMBINED.match(text)
+    opened = re.match(r"^\s*(failover|roundrobin)\s*\(", text)
+    if opened and not combined:
+        raise ConfigurationError(
+            f"{_mask(text.strip())!r}: {opened.group(1)}( is not closed: write "
+            f"{opened.group(1)}(dsn1 dsn2) with the ')' at the end"
+        )
     if combined:
         strategy, inner = combined.groups()
         members = _split_members(inner)
@@ -168,7 +174,10 @@ def _parse_one(text: str) -> Dsn:
         )
     scheme = text.split("://", 1)[0].lower()
     if not _SCHEME.match(scheme):
-        raise ConfigurationError(f"the DSN scheme {scheme!r} is not valid")
+        raise ConfigurationError(
+            f"the DSN scheme {scheme!r} is not valid: a DSN is scheme://..., e.g. "
+            "sendgrid://API_KEY@default, or failover(dsn1 dsn2)"
+        )
     try:
         parts = urlsplit(text)
         port = parts.port

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 __all__ = [
     "AllProvidersFailed",
@@ -50,6 +51,7 @@ __all__ = [
     "RateLimited",
     "RecipientSuppressed",
     "SendError",
+    "SignatureCause",
     "SignatureError",
     "StoreContentError",
     "StoreError",
@@ -235,19 +237,48 @@ class WebhookError(UnimailtrackError):
     """A webhook request cannot be trusted or read."""
 
 
+class SignatureCause(StrEnum):
+    """Why a webhook request was refused: a closed set, so that metrics and monitors can
+    count refusals by cause without reading log text."""
+
+    NO_KEY = "no_key"
+    """No key or secret is configured for the provider: every request is refused."""
+    MISSING_HEADER = "missing_header"
+    """A signature, timestamp, token or id the scheme needs is absent."""
+    MALFORMED = "malformed"
+    """A signed field or the envelope is not in the shape the scheme allows."""
+    BAD_SIGNATURE = "bad_signature"
+    """The signature matches no configured key."""
+    STALE = "stale"
+    """The timestamp is outside the tolerance (too old, or in the future)."""
+    REPLAY = "replay"
+    """The request's single-use token or message was seen before."""
+    UNTRUSTED_SOURCE = "untrusted_source"
+    """The sender is not one this endpoint accepts (an SNS topic or certificate URL)."""
+    CERTIFICATE = "certificate"
+    """The signing certificate cannot be loaded or is not valid."""
+
+
 class SignatureError(WebhookError):
     """The webhook request is not authentic, not fresh, or was seen before.
 
     The message is the same for every cause so that a caller learns nothing about which check
-    failed; the cause is logged on the ``unimailtrack.webhooks`` logger for the operator.
+    failed; the cause is logged on the ``unimailtrack.webhooks`` logger for the operator, and
+    ``cause`` (a :class:`SignatureCause`) names it for metrics.
     """
 
-    def __init__(self, *, provider: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        provider: str | None = None,
+        cause: SignatureCause = SignatureCause.BAD_SIGNATURE,
+    ) -> None:
         super().__init__(
             "webhook signature verification failed: check the webhook signing key configured "
             "for this provider",
             provider=provider,
         )
+        self.cause = SignatureCause(cause)
 
 
 class PayloadError(WebhookError):

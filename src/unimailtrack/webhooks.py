@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from unimailtrack import _constants as C
+from unimailtrack._telemetry import WebhookWatch
 from unimailtrack.adapters.base import Adapter, InMemoryNonceStore, ReplayToken
 from unimailtrack.errors import ConfigurationError, PayloadError, SendError, SignatureError
 from unimailtrack.model import EmailEvent
@@ -335,6 +336,22 @@ class WebhookReceiver:
             connection="close",
         )
 
+    # ------------------------------------------------------------------ readiness
+
+    async def areadiness(self) -> tuple[int, dict[str, Any]]:
+        """``/readyz``: 200 while the store answers, with every provider's webhook health
+        (``Tracker.provider_health``), the orphans and the dead letters; 503 when the store
+        does not answer. A silent provider does not make the endpoint unready (the process
+        can take webhooks; the provider is not sending them): monitors read ``healthy``."""
+        health = getattr(self.tracker, "aprovider_health", None)
+        if health is None:
+            return 200, {"status": "ready", "store": None}
+        try:
+            report = await health(self.providers)
+        except StoreError:
+            return 503, {"status": "unavailable", "store": "unreachable"}
+        return 200, {"status": "ready", "store": "reachable", **report.as_dict()}
+
     # ------------------------------------------------------------------ handling
 
     def handle(
@@ -347,20 +364,25 @@ class WebhookReceiver:
     ) -> WebhookResponse:
         """Answer one webhook request (contract). ``now`` is the clock the freshness checks
         use (for replays of saved requests); the real clock when None."""
-        flow = self._flow(provider, headers, body, now)
-        sent: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = flow.throw(error) if error is not None else flow.send(sent)
-            except StopIteration as stop:
-                response: WebhookResponse = stop.value
-                return response
-            sent, error = None, None
-            try:
-                sent = step.run()
-            except Exception as exc:  # handed to the flow, which decides or re-raises
-                error = exc
+        with WebhookWatch(provider, len(body)) as watch:
+            flow = self._flow(provider, headers, body, now)
+            sent: Any = None
+            error: Exception | None = None
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(sent)
+                except StopIteration as stop:
+                    response: WebhookResponse = stop.value
+                    watch.answered(response.status)
+                    return response
+                sent, error = None, None
+                try:
+                    with watch.step(step):
+                        sent = step.run()
+                    watch.took(step, sent)
+                except Exception as exc:  # handed to the flow, which decides or re-raises
+                    watch.failed(exc)
+                    error = exc
 
     async def ahandle(
         self,
@@ -371,20 +393,25 @@ class WebhookReceiver:
         now: datetime | None = None,
     ) -> WebhookResponse:
         """The async twin of :meth:`handle` (contract)."""
-        flow = self._flow(provider, headers, body, now)
-        sent: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = flow.throw(error) if error is not None else flow.send(sent)
-            except StopIteration as stop:
-                response: WebhookResponse = stop.value
-                return response
-            sent, error = None, None
-            try:
-                sent = await step.arun()
-            except Exception as exc:  # handed to the flow, which decides or re-raises
-                error = exc
+        with WebhookWatch(provider, len(body)) as watch:
+            flow = self._flow(provider, headers, body, now)
+            sent: Any = None
+            error: Exception | None = None
+            while True:
+                try:
+                    step = flow.throw(error) if error is not None else flow.send(sent)
+                except StopIteration as stop:
+                    response: WebhookResponse = stop.value
+                    watch.answered(response.status)
+                    return response
+                sent, error = None, None
+                try:
+                    with watch.step(step):
+                        sent = await step.arun()
+                    watch.took(step, sent)
+                except Exception as exc:  # handed to the flow, which decides or re-raises
+                    watch.failed(exc)
+                    error = exc
 
     def _flow(
         self,

@@ -158,6 +158,7 @@ def test_a_version_1_suppression_list_moves_into_the_history(store: Store) -> No
         # Back to the version-1 suppression table, with one entry from an event and one made by
         # hand.
         yield Query("DELETE FROM schema_migrations WHERE version >= 3")
+        yield Query("DROP INDEX events_by_provider")
         yield Query("DROP TABLE suppression_history")
         yield Query("DROP TABLE suppression_locks")
         yield Query("DROP INDEX events_soft_bounces")

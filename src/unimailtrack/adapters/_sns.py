@@ -52,7 +52,7 @@ from cryptography.x509.oid import NameOID
 
 from unimailtrack import _constants as C
 from unimailtrack.adapters.base import lower_headers, signature_failure
-from unimailtrack.errors import SignatureError
+from unimailtrack.errors import SignatureCause, SignatureError
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -386,8 +386,8 @@ class SnsVerifier:
         self.max_age = max_age
         self.cache = cache or CertificateCache(certificate_loader or fetch_certificate)
 
-    def _fail(self, why: str) -> SignatureError:
-        return signature_failure(self.provider, why)
+    def _fail(self, why: str, cause: SignatureCause = SignatureCause.MALFORMED) -> SignatureError:
+        return signature_failure(self.provider, why, cause)
 
     def verify(
         self, body: bytes, headers: Mapping[str, str] | None, *, now: datetime | None = None
@@ -415,7 +415,8 @@ class SnsVerifier:
                 return None
             raise self._fail(
                 "raw message delivery carries no signature; turn it off on the SNS "
-                "subscription (or pass allow_raw_delivery=True behind your own authentication)"
+                "subscription (or pass allow_raw_delivery=True behind your own authentication)",
+                SignatureCause.MISSING_HEADER,
             )
         clock = now or datetime.now(UTC)
         self._check_envelope(document, lowered, clock)
@@ -429,25 +430,38 @@ class SnsVerifier:
         if not isinstance(kind, str) or kind not in _SIGNED_FIELDS:
             raise self._fail(f"unknown SNS message type {kind!r}")
         if headers.get("x-amz-sns-message-type") != kind:
-            raise self._fail("the x-amz-sns-message-type header does not match the body's Type")
+            raise self._fail(
+                "the x-amz-sns-message-type header does not match the body's Type",
+                _absent(headers, "x-amz-sns-message-type"),
+            )
         topic = envelope.get("TopicArn")
         if not isinstance(topic, str) or headers.get("x-amz-sns-topic-arn") != topic:
-            raise self._fail("the x-amz-sns-topic-arn header does not match the body's TopicArn")
+            raise self._fail(
+                "the x-amz-sns-topic-arn header does not match the body's TopicArn",
+                _absent(headers, "x-amz-sns-topic-arn"),
+            )
         # SNS sends all three headers with every request; the message id must be the one
         # signed in the body (a request without it did not come from SNS).
         if headers.get("x-amz-sns-message-id") != envelope.get("MessageId"):
-            raise self._fail("the x-amz-sns-message-id header is missing or not the MessageId")
+            raise self._fail(
+                "the x-amz-sns-message-id header is missing or not the MessageId",
+                SignatureCause.MISSING_HEADER,
+            )
         if topic_region(topic) is None:
             raise self._fail(f"{topic!r} is not an SNS topic ARN")
         if self.allowed_topic_arns is not None and topic not in self.allowed_topic_arns:
-            raise self._fail(f"topic {topic} is not in allowed_topic_arns")
+            raise self._fail(
+                f"topic {topic} is not in allowed_topic_arns", SignatureCause.UNTRUSTED_SOURCE
+            )
         published = _parse_time(envelope.get("Timestamp"))
         if published is None:
             raise self._fail("the Timestamp is missing or malformed")
         if published - now > C.DEFAULT_WEBHOOK_TOLERANCE:
-            raise self._fail("the message is dated in the future")
+            raise self._fail("the message is dated in the future", SignatureCause.STALE)
         if self.max_age is not None and now - published > self.max_age:
-            raise self._fail("the message is older than SNS keeps retrying: a replay")
+            raise self._fail(
+                "the message is older than SNS keeps retrying: a replay", SignatureCause.STALE
+            )
 
     def _check_signature(self, envelope: Mapping[str, Any], now: datetime) -> None:
         version = envelope.get("SignatureVersion")
@@ -462,22 +476,30 @@ class SnsVerifier:
         url = envelope.get("SigningCertURL")
         topic = envelope.get("TopicArn")
         if not isinstance(url, str) or not isinstance(topic, str):
-            raise self._fail("the SigningCertURL is missing")
+            raise self._fail("the SigningCertURL is missing", SignatureCause.MISSING_HEADER)
         if url not in self.trusted_urls and not certificate_url_ok(url, topic):
             raise self._fail(
                 f"SigningCertURL {url[:200]!r} is not an SNS signing certificate in the region "
-                f"of {topic}"
+                f"of {topic}",
+                SignatureCause.UNTRUSTED_SOURCE,
             )
         try:
             certificate = self.cache.get(url)
         except Exception as exc:  # the loader is user code: whatever it raises, refuse
-            raise self._fail(f"could not load the signing certificate: {exc!r}") from None
+            raise self._fail(
+                f"could not load the signing certificate: {exc!r}", SignatureCause.CERTIFICATE
+            ) from None
         if not certificate.not_before <= now <= certificate.not_after:
-            raise self._fail("the signing certificate is not valid at the message's time")
+            raise self._fail(
+                "the signing certificate is not valid at the message's time",
+                SignatureCause.CERTIFICATE,
+            )
         try:
             certificate.key.verify(signature, signed, padding.PKCS1v15(), algorithm())
         except InvalidSignature:
-            raise self._fail("the signature does not match the message") from None
+            raise self._fail(
+                "the signature does not match the message", SignatureCause.BAD_SIGNATURE
+            ) from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -641,3 +663,8 @@ def _sns_host(topic_arn: str) -> str:
 
 def _sns_url(topic_arn: str, query: str) -> str:
     return f"{_sns_host(topic_arn)}/?{quote(query, safe='=&:')}"
+
+
+def _absent(headers: Mapping[str, str], name: str) -> SignatureCause:
+    """A header check's cause: the header is missing, or it says something else."""
+    return SignatureCause.MALFORMED if name in headers else SignatureCause.MISSING_HEADER

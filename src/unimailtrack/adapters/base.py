@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 import httpx
 
 from unimailtrack import _constants as C
+from unimailtrack import _telemetry as telemetry
 from unimailtrack._http import (
     AiohttpTransport,
     AsyncTransport,
@@ -49,6 +50,7 @@ from unimailtrack.errors import (
     ProviderUnavailable,
     RateLimited,
     SendError,
+    SignatureCause,
     SignatureError,
 )
 from unimailtrack.model import (
@@ -296,10 +298,12 @@ class Adapter(ABC):
         return [Recipient(address, new_tracking_id()) for address in email.recipients()]
 
     def _run(self, call: Call) -> list[RecipientResult]:
-        return call.interpret(self.transport.send(call.request))
+        with telemetry.span("send", provider=self.name, recipients=len(call.recipients)):
+            return call.interpret(self.transport.send(call.request))
 
     async def _arun(self, call: Call) -> list[RecipientResult]:
-        return call.interpret(await self.async_transport.send(call.request))
+        with telemetry.span("send", provider=self.name, recipients=len(call.recipients)):
+            return call.interpret(await self.async_transport.send(call.request))
 
     async def _attempt(self, call: Call) -> list[RecipientResult] | SendError:
         """``call`` with retries; the error that ended it is returned, not raised."""
@@ -311,6 +315,7 @@ class Adapter(ABC):
     def _settle(
         self, call: Call, outcome: list[RecipientResult] | SendError, delivery: Delivery
     ) -> None:
+        telemetry.sent(self.name, call, outcome)
         if isinstance(outcome, SendError):
             if outcome.provider is None:
                 outcome.provider = self.name
@@ -417,8 +422,10 @@ class Adapter(ABC):
         self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
     ) -> list[EmailEvent]:
         """Verify, then parse: the one call a webhook endpoint needs."""
-        self.verify_webhook(body, headers, now=now)
-        return self.parse_webhook(body, headers)
+        with telemetry.span("webhook.verify", provider=self.name):
+            self.verify_webhook(body, headers, now=now)
+        with telemetry.span("webhook.parse", provider=self.name):
+            return self.parse_webhook(body, headers)
 
     def unwrap_unspent(
         self, body: bytes, headers: Mapping[str, str], *, now: datetime | None = None
@@ -672,10 +679,13 @@ def is_fresh(timestamp: float, now: datetime | None, tolerance: timedelta) -> bo
     return abs(clock - timestamp) <= tolerance.total_seconds()
 
 
-def signature_failure(provider: str, why: str) -> SignatureError:
-    """The one error every signature failure raises; ``why`` is logged for the operator only."""
-    webhook_log.warning("%s webhook refused: %s", provider, why)
-    return SignatureError(provider=provider)
+def signature_failure(
+    provider: str, why: str, cause: SignatureCause = SignatureCause.BAD_SIGNATURE
+) -> SignatureError:
+    """The one error every signature failure raises; ``why`` is logged for the operator only,
+    ``cause`` (one of a closed set) travels on the error for metrics."""
+    webhook_log.warning("%s webhook refused: %s [%s]", provider, why, cause.value)
+    return SignatureError(provider=provider, cause=cause)
 
 
 def unknown_event(
@@ -744,7 +754,7 @@ def error_for_status(
         )
     if status >= 500:
         return ProviderUnavailable(
-            "the provider failed to handle the request; it will be retried if retries remain",
+            "the provider failed to handle the request",
             retry_after=parse_retry_after(response.headers.get("retry-after")),
             **kwargs,
         )

@@ -35,7 +35,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parseaddr
@@ -66,7 +66,7 @@ from unimailtrack.adapters.base import (
     unknown_event,
 )
 from unimailtrack.config import Dsn
-from unimailtrack.errors import ConfigurationError, PayloadError
+from unimailtrack.errors import ConfigurationError, PayloadError, SignatureCause
 from unimailtrack.model import (
     TRACKING_KEY,
     BounceKind,
@@ -469,28 +469,44 @@ class MailgunAdapter(Adapter):
         """The body decoded as far as the signature check needs: a JSON object, or the
         signing fields of a form. Any failure to read it is a ``SignatureError``."""
         if not self._macs:
-            raise signature_failure(PROVIDER, "no webhook signing key is configured")
+            raise signature_failure(
+                PROVIDER, "no webhook signing key is configured", SignatureCause.NO_KEY
+            )
         try:
             return decode_body(body, headers, signing_only=True)
         except PayloadError as exc:
-            raise signature_failure(PROVIDER, f"the body cannot be read: {exc.message}") from None
+            raise signature_failure(
+                PROVIDER, f"the body cannot be read: {exc.message}", SignatureCause.MALFORMED
+            ) from None
 
     def _checked(self, decoded: dict[str, Any] | Form, now: datetime | None) -> tuple[str, int]:
         """The exact signed string and the timestamp, once the signature and the freshness
         are checked."""
         if not self._macs:
-            raise signature_failure(PROVIDER, "no webhook signing key is configured")
+            raise signature_failure(
+                PROVIDER, "no webhook signing key is configured", SignatureCause.NO_KEY
+            )
         timestamp, token, signatures = signature_fields(decoded)
         if not _TIMESTAMP.fullmatch(timestamp):
-            raise signature_failure(PROVIDER, "the timestamp is not a whole number of seconds")
+            raise signature_failure(
+                PROVIDER, "the timestamp is not a whole number of seconds", SignatureCause.MALFORMED
+            )
         if not _TOKEN.fullmatch(token):
-            raise signature_failure(PROVIDER, "the token is not 50 letters and digits")
+            raise signature_failure(
+                PROVIDER, "the token is not 50 letters and digits", SignatureCause.MALFORMED
+            )
         signed = f"{timestamp}{token}"
         if not any(self._matches(signed.encode(), candidate) for candidate in signatures):
-            raise signature_failure(PROVIDER, "the signature matches no configured signing key")
+            raise signature_failure(
+                PROVIDER,
+                "the signature matches no configured signing key",
+                SignatureCause.BAD_SIGNATURE,
+            )
         stamp = int(timestamp)
         if not is_fresh(stamp, now, self.tolerance):
-            raise signature_failure(PROVIDER, "the timestamp is outside the tolerance")
+            raise signature_failure(
+                PROVIDER, "the timestamp is outside the tolerance", SignatureCause.STALE
+            )
         return signed, stamp
 
     def _replay_token(
@@ -507,7 +523,9 @@ class MailgunAdapter(Adapter):
 
     def _spend(self, token: ReplayToken) -> None:
         if not spend_token(self.nonce_store, token):
-            raise signature_failure(PROVIDER, "the token was spent by another request (a replay)")
+            raise signature_failure(
+                PROVIDER, "the token was spent by another request (a replay)", SignatureCause.REPLAY
+            )
 
     @classmethod
     def parse_webhook_body(
@@ -515,6 +533,15 @@ class MailgunAdapter(Adapter):
     ) -> list[EmailEvent]:
         """Map a Mailgun webhook body (JSON, or legacy form-encoded) onto one event."""
         return events_from(decode_body(body, headers))
+
+    def backfill(
+        self, since: datetime, until: datetime | None = None
+    ) -> Iterator[list[EmailEvent]]:
+        """The events Mailgun's Events API holds from ``since`` to ``until`` (now), a page at a
+        time, for ``Tracker.ingest``; see ``adapters/_backfill_mailgun.py``."""
+        from unimailtrack.adapters import _backfill_mailgun
+
+        return _backfill_mailgun.events(self, since, until or datetime.now(UTC))
 
     def _matches(self, signed: bytes, candidate: bytes) -> bool:
         """Whether ``candidate`` is the signature under any configured key. Every key is tried,
@@ -921,16 +948,20 @@ def signature_fields(decoded: dict[str, Any] | Form) -> tuple[str, str, list[byt
     else:
         block = decoded.get("signature")
         if not isinstance(block, dict):
-            raise signature_failure(PROVIDER, "the body has no signature block")
+            raise signature_failure(
+                PROVIDER, "the body has no signature block", SignatureCause.MISSING_HEADER
+            )
         timestamp, token = block.get("timestamp"), block.get("token")
         signatures = [block.get("signature"), block.get("parent-signature")]
     if isinstance(timestamp, int) and not isinstance(timestamp, bool):
         timestamp = str(timestamp)
     if not (isinstance(timestamp, str) and isinstance(token, str) and timestamp and token):
-        raise signature_failure(PROVIDER, "the timestamp or token is missing")
+        raise signature_failure(
+            PROVIDER, "the timestamp or token is missing", SignatureCause.MISSING_HEADER
+        )
     found = [s.encode("utf-8") for s in signatures if isinstance(s, str) and s]
     if not found:
-        raise signature_failure(PROVIDER, "the signature is missing")
+        raise signature_failure(PROVIDER, "the signature is missing", SignatureCause.MISSING_HEADER)
     return timestamp, token, found
 
 

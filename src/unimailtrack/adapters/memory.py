@@ -45,7 +45,7 @@ from unimailtrack.adapters.base import (
     unknown_event,
 )
 from unimailtrack.config import Dsn
-from unimailtrack.errors import ConfigurationError, PayloadError
+from unimailtrack.errors import ConfigurationError, PayloadError, SignatureCause
 from unimailtrack.model import (
     BounceKind,
     DeliveryStatus,
@@ -329,17 +329,25 @@ class MemoryAdapter(Adapter):
             return
         header = lower_headers(headers).get(SIGNATURE_HEADER)
         if not header:
-            raise signature_failure(self.name, "no X-Unimailtrack-Signature header")
+            raise signature_failure(
+                self.name, "no X-Unimailtrack-Signature header", SignatureCause.MISSING_HEADER
+            )
         parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
         timestamp, signature = parts.get("t", ""), parts.get("v1", "")
         try:
             sent_at = float(timestamp)
         except ValueError:
-            raise signature_failure(self.name, "timestamp is not a number") from None
+            raise signature_failure(
+                self.name, "timestamp is not a number", SignatureCause.MALFORMED
+            ) from None
         if not is_fresh(sent_at, now, self.tolerance):
-            raise signature_failure(self.name, "timestamp outside the tolerance")
+            raise signature_failure(
+                self.name, "timestamp outside the tolerance", SignatureCause.STALE
+            )
         if not hmac.compare_digest(self._sign(timestamp, body), signature):
-            raise signature_failure(self.name, "signature does not match")
+            raise signature_failure(
+                self.name, "signature does not match", SignatureCause.BAD_SIGNATURE
+            )
 
     @classmethod
     def parse_webhook_body(

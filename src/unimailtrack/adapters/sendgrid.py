@@ -30,7 +30,7 @@ import binascii
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import MappingProxyType
@@ -60,7 +60,13 @@ from unimailtrack.adapters.base import (
     signature_failure,
     unknown_event,
 )
-from unimailtrack.errors import ConfigurationError, FieldError, InvalidRequest, PayloadError
+from unimailtrack.errors import (
+    ConfigurationError,
+    FieldError,
+    InvalidRequest,
+    PayloadError,
+    SignatureCause,
+)
 from unimailtrack.model import (
     TRACKING_KEY,
     Address,
@@ -809,6 +815,16 @@ class SendGridAdapter(Adapter):
 
         return lists.push_calls(self.base_url, self._api_headers(), entries)
 
+    def backfill(
+        self, since: datetime, until: datetime | None = None
+    ) -> Iterator[list[EmailEvent]]:
+        """The events SendGrid's Email Activity API (a paid add-on) implies from ``since``
+        to ``until`` (now), a request at a time, for ``Tracker.ingest``; see
+        ``adapters/_backfill_sendgrid.py``."""
+        from unimailtrack.adapters import _backfill_sendgrid
+
+        return _backfill_sendgrid.events(self, since, until or datetime.now(UTC))
+
     @classmethod
     def message_key(cls, message_id: str) -> str:
         """An event's ``sg_message_id`` is the send's ``X-Message-Id`` followed by ``.`` and a
@@ -825,20 +841,32 @@ class SendGridAdapter(Adapter):
         if self._verification_disabled():
             return
         if not self._webhook_keys:
-            raise signature_failure(PROVIDER, "no webhook verification key is configured")
+            raise signature_failure(
+                PROVIDER, "no webhook verification key is configured", SignatureCause.NO_KEY
+            )
         found = lower_headers(headers)
         signature = found.get(_SIGNATURE_KEY)
         stamp = found.get(_TIMESTAMP_KEY)
         if not signature or not stamp:
-            raise signature_failure(PROVIDER, "the signature or timestamp header is missing")
+            raise signature_failure(
+                PROVIDER,
+                "the signature or timestamp header is missing",
+                SignatureCause.MISSING_HEADER,
+            )
         if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= _MAX_STAMP_DIGITS):
-            raise signature_failure(PROVIDER, "the timestamp header is not a unix time")
+            raise signature_failure(
+                PROVIDER, "the timestamp header is not a unix time", SignatureCause.MALFORMED
+            )
         if not is_fresh(int(stamp), now, self.tolerance):
-            raise signature_failure(PROVIDER, f"the timestamp {stamp} is outside the tolerance")
+            raise signature_failure(
+                PROVIDER, f"the timestamp {stamp} is outside the tolerance", SignatureCause.STALE
+            )
         try:
             der = base64.b64decode(signature, validate=True)
         except (binascii.Error, ValueError):
-            raise signature_failure(PROVIDER, "the signature header is not base64") from None
+            raise signature_failure(
+                PROVIDER, "the signature header is not base64", SignatureCause.MALFORMED
+            ) from None
         digest = hashlib.sha256(stamp.encode("ascii"))
         digest.update(body)  # no copy of the body; hashed once for every key
         signed = digest.digest()
@@ -848,7 +876,9 @@ class SendGridAdapter(Adapter):
             except InvalidSignature:
                 continue
             return
-        raise signature_failure(PROVIDER, "the signature matches no configured key")
+        raise signature_failure(
+            PROVIDER, "the signature matches no configured key", SignatureCause.BAD_SIGNATURE
+        )
 
     @classmethod
     def parse_webhook_body(

@@ -64,6 +64,7 @@ from unimailtrack.errors import (
     ProviderUnavailable,
     RateLimited,
     SendError,
+    SignatureCause,
 )
 from unimailtrack.model import (
     TRACKING_KEY,
@@ -803,7 +804,11 @@ class SESAdapter(Adapter):
             )
         envelope = self._verifier.verify(body, headers, now=now)
         if envelope is None:
-            raise signature_failure(PROVIDER, "a raw delivery cannot confirm a subscription")
+            raise signature_failure(
+                PROVIDER,
+                "a raw delivery cannot confirm a subscription",
+                SignatureCause.MISSING_HEADER,
+            )
         if envelope.get("Type") != _sns.SUBSCRIPTION_CONFIRMATION:
             raise PayloadError(
                 f"not an SNS subscription confirmation (Type={envelope.get('Type')!r})",
@@ -812,7 +817,9 @@ class SESAdapter(Adapter):
         url = envelope.get("SubscribeURL")
         if not isinstance(url, str) or not _sns.subscribe_url_ok(url, envelope):
             raise signature_failure(
-                PROVIDER, f"SubscribeURL {url!r} does not confirm this topic on its SNS host"
+                PROVIDER,
+                f"SubscribeURL {url!r} does not confirm this topic on its SNS host",
+                SignatureCause.UNTRUSTED_SOURCE,
             )
         return httpx.Request("GET", url)
 

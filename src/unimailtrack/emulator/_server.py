@@ -214,6 +214,9 @@ class _Dispatcher:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self.history: list[tuple[str, dict[str, Any]]] = []
+        """Every event rendered so far, by provider, posted or not: the events APIs read it."""
+        self._history_lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name="unimailtrack-emulator-webhooks", daemon=True
         )
@@ -307,6 +310,8 @@ class _Dispatcher:
             provider = self._providers[pending.copy.provider]
             event = provider.event(pending.copy, pending.index, pending.at)
             events.setdefault(provider.name, []).append(event)
+            with self._history_lock:
+                self.history.append((provider.name, event))
         for name, batch in events.items():
             for posting in self._providers[name].postings(batch):
                 self._record(self._send(name, posting.body, posting.headers))
@@ -330,8 +335,22 @@ class _Dispatcher:
                 break
             if attempt < self._attempts and self._stop.wait(_RETRY_PAUSE * attempt):
                 break
-        log.debug("emulator: %s webhook to %s answered %s", name, url, status or error)
+        if status is not None and 200 <= status < 300:
+            log.info("emulator: %s webhook to %s answered %s", name, url, status)
+        else:  # loud: a receiver that refuses the emulator refuses the provider too
+            log.warning(
+                "emulator: %s webhook to %s was refused: %s after %d attempt(s)",
+                name,
+                url,
+                status or error,
+                attempt,
+            )
         return Delivery(name, url, body, headers, status, attempt, error)
+
+    def events(self, provider: str) -> list[dict[str, Any]]:
+        """The events rendered for ``provider`` so far, oldest first."""
+        with self._history_lock:
+            return [event for name, event in self.history if name == provider]
 
 
 class _Server(ThreadingHTTPServer):
@@ -398,15 +417,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
         request = Incoming(
-            method="GET",
-            path=parts.path,
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=b"",
-            query=parts.query,
+            method="GET", path=parts.path, headers=headers, body=b"", query=parts.query
         )
         answer = self.server.emulator.serve_api(request)
-        self._write(answer or self.server.emulator.serve_get(parts.path))
+        self._write(answer or self.server.emulator.serve_get(parts.path, parts.query, headers))
 
     def do_HEAD(self) -> None:
         answer = self.server.emulator.serve_get(urlsplit(self.path).path)
@@ -659,6 +675,15 @@ class Emulator:
                 self._sent.extend(copies)
             write(answer)
             dispatcher.schedule(copies)
+        if copies:
+            log.info(
+                "emulator: %s accepted a send to %d recipient(s) (%s)",
+                copies[0].provider,
+                len(copies),
+                ", ".join(sorted({c.scenario.name for c in copies})),
+            )
+        elif answer.status >= 300:
+            log.warning("emulator: refused %s with %d", request.path, answer.status)
 
     def _answer(self, request: Incoming) -> tuple[Answer, list[SentCopy]]:
         provider = next((p for p in self._providers.values() if p.handles(request.path)), None)
@@ -700,8 +725,19 @@ class Emulator:
                 return api
         return None
 
-    def serve_get(self, path: str) -> Answer:
-        """The SNS signing certificate, or a description of the emulator at ``/``."""
+    def serve_get(
+        self, path: str, query: str = "", headers: Mapping[str, str] | None = None
+    ) -> Answer:
+        """The SNS signing certificate, a provider's events API (Mailgun's events, SendGrid's
+        Email Activity), or a description of the emulator at ``/``."""
+        for provider in self._providers.values():
+            read = getattr(provider, "events_api", None)
+            if read is not None and self._dispatcher is not None:
+                answer = read(
+                    path, query, headers or {}, self._dispatcher.events(provider.name), self.url
+                )
+                if isinstance(answer, Answer):
+                    return answer
         if path == CERTIFICATE_PATH:
             return Answer(200, self.ses.certificate_pem, {"Content-Type": "application/x-pem-file"})
         if path == "/":

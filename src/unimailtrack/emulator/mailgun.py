@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from email.utils import getaddresses
 from typing import Any, ClassVar, Final
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
 from unimailtrack.adapters.mailgun import (
     BATCH_LIMIT,
@@ -46,6 +46,7 @@ from unimailtrack.model import Address, BounceKind
 __all__ = ["MailgunEmulator"]
 
 _SEND_PATH: Final = re.compile(r"/v3/(?P<domain>[^/]+)/messages")
+_EVENTS_PATH: Final = re.compile(r"/v3/(?P<domain>[^/]+)/events(?:/(?P<page>[A-Za-z0-9_=-]+))?")
 _PLACEHOLDER: Final = re.compile(r"%recipient\.([^%]+)%")
 _ON: Final = frozenset({"yes", "true", "htmlonly"})
 _READER_IP: Final = "198.51.100.7"
@@ -285,6 +286,61 @@ class MailgunEmulator:
                 opens=(form.last("o:tracking-opens") or "").lower() in _ON,
                 clicks=(form.last("o:tracking-clicks") or "").lower() in _ON,
             )
+
+    def events_api(
+        self,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        events: Sequence[dict[str, Any]],
+        base_url: str,
+    ) -> Answer | None:
+        """``GET /v3/{domain}/events`` as Mailgun's Events API answers it: ``begin``/``end`` as
+        unix seconds, ``ascending=yes``, ``limit`` up to 300, and ``paging.next`` a URL that
+        carries where the page ended; the items are the events' ``event-data``."""
+        found = _EVENTS_PATH.fullmatch(path)
+        if found is None:
+            return None
+        if not self._authorized(headers.get("authorization", "")):
+            return Answer(401, b"Forbidden", {"Content-Type": "text/plain"})
+        if found.group("page"):
+            try:
+                state = json.loads(base64.urlsafe_b64decode(found.group("page")))
+            except (ValueError, binascii.Error):
+                return _refused("the page token is not one this API gave out")
+        else:
+            options = dict(parse_qsl(query))
+            try:
+                state = {
+                    "begin": float(options.get("begin", 0)),
+                    "end": float(options["end"]) if "end" in options else None,
+                    "ascending": options.get("ascending", "no") == "yes",
+                    "limit": min(int(options.get("limit", 100)), 300),
+                    "offset": 0,
+                }
+            except ValueError:
+                return _refused("begin and end are unix seconds; limit a whole number")
+        chosen = [
+            e
+            for e in events
+            if e["timestamp"] >= state["begin"]
+            and (state["end"] is None or e["timestamp"] <= state["end"])
+        ]
+        chosen.sort(key=lambda e: e["timestamp"], reverse=not state["ascending"])
+        page = chosen[state["offset"] : state["offset"] + state["limit"]]
+        following = {**state, "offset": state["offset"] + len(page)}
+        token = base64.urlsafe_b64encode(json.dumps(following).encode()).decode()
+        domain = found.group("domain")
+        return Answer.json(
+            200,
+            {
+                "items": page,
+                "paging": {
+                    "next": f"{base_url}/v3/{domain}/events/{token}",
+                    "first": f"{base_url}/v3/{domain}/events",
+                },
+            },
+        )
 
     def throttled(self, retry_after: int) -> Answer:
         return Answer.json(429, {"message": "Too many requests; slow down"})

@@ -18,9 +18,9 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, parse_qsl, quote
 
 from unimailtrack.adapters.sendgrid import (
     MAX_PERSONALIZATIONS,
@@ -50,6 +50,17 @@ __all__ = ["SendGridEmulator"]
 SEND_PATH: Final = "/v3/mail/send"
 DEFAULT_BATCH_SIZE: Final = 100
 _SENDING_IP: Final = "192.0.2.10"
+ACTIVITY_PATH: Final = "/v3/messages"
+_BETWEEN: Final = re.compile(
+    r'last_event_time\s+BETWEEN\s+TIMESTAMP\s+"([^"]+)"\s+AND\s+TIMESTAMP\s+"([^"]+)"',
+    re.IGNORECASE,
+)
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 _READER_IP: Final = "198.51.100.7"
 
 Problem = tuple[str, str | None]
@@ -335,6 +346,63 @@ class SendGridEmulator:
                         opens=_enabled(tracking, "open_tracking"),
                         clicks=_enabled(tracking, "click_tracking"),
                     )
+
+    def events_api(
+        self,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        events: Sequence[dict[str, Any]],
+        base_url: str,
+    ) -> Answer | None:
+        """``GET /v3/messages`` as the Email Activity API answers it: one entry per message
+        and recipient with its status (``processed``, ``delivered``, ``not_delivered``), its
+        open and click counts and its last event's time; ``query`` may bound
+        ``last_event_time BETWEEN TIMESTAMP "..." AND TIMESTAMP "..."``, ``limit`` is 1 to
+        1000 (10 by default), and there is no paging."""
+        if path != ACTIVITY_PATH:
+            return None
+        if not self._authorized(headers.get("authorization", "")):
+            return _errors(401, [(_UNAUTHORIZED, None)])
+        options = dict(parse_qsl(query))
+        limit = options.get("limit", "10")
+        if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            return _errors(400, [("limit must be greater than 0 and at most 1000", "limit")])
+        window = _BETWEEN.search(options.get("query", ""))
+        since = until = None
+        if window:
+            since, until = (datetime.fromisoformat(t).timestamp() for t in window.groups())
+        messages: dict[tuple[str, str], dict[str, Any]] = {}
+        for event in events:
+            key = (event["sg_message_id"], event["email"])
+            entry = messages.setdefault(
+                key,
+                {
+                    "from_email": "",
+                    "msg_id": event["sg_message_id"],
+                    "subject": "",
+                    "to_email": event["email"],
+                    "status": "processed",
+                    "opens_count": 0,
+                    "clicks_count": 0,
+                    "last_timestamp": 0,
+                },
+            )
+            kind = event["event"]
+            if kind == "delivered" and entry["status"] == "processed":
+                entry["status"] = "delivered"
+            elif kind in ("bounce", "dropped", "blocked"):
+                entry["status"] = "not_delivered"
+            entry["opens_count"] += kind == "open"
+            entry["clicks_count"] += kind == "click"
+            entry["last_timestamp"] = max(entry["last_timestamp"], int(event["timestamp"]))
+        chosen = [
+            {**m, "last_event_time": _iso(m["last_timestamp"])}
+            for m in messages.values()
+            if since is None or since <= m["last_timestamp"] <= (until or float("inf"))
+        ]
+        chosen.sort(key=lambda m: m["last_timestamp"], reverse=True)
+        return Answer.json(200, {"messages": chosen[: int(limit)]})
 
     def throttled(self, retry_after: int) -> Answer:
         reset = int(time.time()) + retry_after

@@ -14,6 +14,7 @@ application and webhook processes. See docs/tracking.md.
 
 from __future__ import annotations
 
+from unimailtrack.tracking._health import HealthReport, ProviderHealth
 from unimailtrack.tracking._live import ChangeStream
 from unimailtrack.tracking._records import (
     BulkStats,
@@ -33,10 +34,12 @@ __all__ = [
     "ChangeStream",
     "DeadLetter",
     "DomainAlert",
+    "HealthReport",
     "ImportReport",
     "IngestResult",
     "InvalidRow",
     "Page",
+    "ProviderHealth",
     "SendRecord",
     "SoftBouncePolicy",
     "StateChange",

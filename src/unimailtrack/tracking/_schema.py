@@ -254,7 +254,20 @@ _V3_SUPPRESSION_HISTORY = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2_NONCE_DIGEST, _V3_SUPPRESSION_HISTORY)
+_V4_EVENTS_BY_PROVIDER = Migration(
+    4,
+    "the last event received from each provider, read from an index",
+    ("CREATE INDEX events_by_provider ON events (provider, received_at_us)",),
+)
+"""Provider health asks, per provider, when its last event arrived: without this index that
+is a scan of every event."""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _V1,
+    _V2_NONCE_DIGEST,
+    _V3_SUPPRESSION_HISTORY,
+    _V4_EVENTS_BY_PROVIDER,
+)
 LATEST = MIGRATIONS[-1].version
 
 _BOOKKEEPING = """

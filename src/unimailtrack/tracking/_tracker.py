@@ -17,6 +17,8 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from unimailtrack import _constants as C
+from unimailtrack import _telemetry as telemetry
 from unimailtrack.errors import ConfigurationError
 from unimailtrack.lifecycle import DEFAULT_DEFERRED_EXPIRY, MessageState
 from unimailtrack.model import (
@@ -32,8 +34,10 @@ from unimailtrack.model import (
     check_stream,
     suppression_key,
 )
+from unimailtrack.tracking import _health as H
 from unimailtrack.tracking import _programs as P
 from unimailtrack.tracking import _suppression as S
+from unimailtrack.tracking._health import HealthReport
 from unimailtrack.tracking._live import Callback, ChangeStream, Hub
 from unimailtrack.tracking._records import (
     BulkStats,
@@ -88,6 +92,13 @@ def _statuses(value: StatusFilter) -> tuple[str, ...]:
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else list(value)
+    known = {status.value for status in DeliveryStatus}
+    wrong = [item for item in items if str(item) not in known]
+    if wrong:
+        raise ValueError(
+            f"{', '.join(map(repr, wrong))} is not a status; the statuses are "
+            + ", ".join(status.value for status in DeliveryStatus)
+        )
     return tuple(DeliveryStatus(item).value for item in items)
 
 
@@ -262,11 +273,13 @@ class Tracker:
         (contract). Idempotent: an event already stored is counted as a duplicate. Events
         whose send is not recorded yet are kept and joined when it is. Raises ``StoreError``
         when the store fails, with nothing written."""
-        return self._run(self._ingest(events))
+        with telemetry.ingesting():
+            return self._run(self._ingest(events))
 
     async def aingest(self, events: Iterable[EmailEvent]) -> IngestResult:
         """The async twin of :meth:`ingest`."""
-        return await self._arun(self._ingest(events))
+        with telemetry.ingesting():
+            return await self._arun(self._ingest(events))
 
     def _ingest_once(
         self, events: Iterable[EmailEvent], tokens: Iterable[WebhookToken]
@@ -285,13 +298,15 @@ class Tracker:
         already spent by the same request (same digest) admits the retry, whose events count
         as duplicates; one spent by a different request returns None with nothing written.
         Raises ``StoreError`` when the store fails, with nothing written."""
-        return self._run(self._ingest_once(events, tokens))
+        with telemetry.ingesting():
+            return self._run(self._ingest_once(events, tokens))
 
     async def aingest_once(
         self, events: Iterable[EmailEvent], tokens: Iterable[WebhookToken]
     ) -> IngestResult | None:
         """The async twin of :meth:`ingest_once`."""
-        return await self._arun(self._ingest_once(events, tokens))
+        with telemetry.ingesting():
+            return await self._arun(self._ingest_once(events, tokens))
 
     def count_events(self) -> int:
         """How many events are stored (contract)."""
@@ -847,6 +862,85 @@ class Tracker:
             return expired
 
         return _Op(program, write=True)
+
+    # ------------------------------------------------------------------ health
+
+    def _provider_health(
+        self,
+        providers: Iterable[str],
+        silence: timedelta,
+        grace: timedelta,
+        orphan_after: timedelta,
+    ) -> _Op[HealthReport]:
+        now = self._now()
+        names = tuple(providers)
+        return _Op(lambda: H.provider_health(names, now, silence, grace, orphan_after), write=False)
+
+    def provider_health(
+        self,
+        providers: Iterable[str] = (),
+        *,
+        silence: timedelta = C.HEALTH_SILENCE,
+        grace: timedelta = C.HEALTH_GRACE,
+        orphan_after: timedelta = C.ORPHAN_AFTER,
+    ) -> HealthReport:
+        """Every provider's webhook health (``providers`` plus every provider sent through
+        lately): the last event received from it, and unhealthy when sends went out through
+        it during ``silence`` and no event came back in that time. Also counts the orphans
+        and the dead letters. Raises ``StoreError`` when the store cannot answer."""
+        report = self._run(self._provider_health(providers, silence, grace, orphan_after))
+        telemetry.health(report)
+        return report
+
+    async def aprovider_health(
+        self,
+        providers: Iterable[str] = (),
+        *,
+        silence: timedelta = C.HEALTH_SILENCE,
+        grace: timedelta = C.HEALTH_GRACE,
+        orphan_after: timedelta = C.ORPHAN_AFTER,
+    ) -> HealthReport:
+        """The async twin of :meth:`provider_health`."""
+        op = self._provider_health(providers, silence, grace, orphan_after)
+        report = await self._arun(op)
+        telemetry.health(report)
+        return report
+
+    def _orphans(
+        self, older_than: timedelta, provider: str | None, limit: int
+    ) -> _Op[list[EmailEvent]]:
+        now, count = self._now(), _positive("limit", limit)
+        return _Op(lambda: H.orphans(now, older_than, provider, count), write=False)
+
+    def orphans(
+        self,
+        *,
+        older_than: timedelta = C.ORPHAN_AFTER,
+        provider: str | None = None,
+        limit: int = 100,
+    ) -> list[EmailEvent]:
+        """Events no recorded send has claimed ``older_than`` after their arrival, oldest
+        first: account-wide events about mail sent elsewhere, or sends never recorded. They
+        stay stored, and join their send as soon as it is recorded."""
+        return self._run(self._orphans(older_than, provider, limit))
+
+    async def aorphans(
+        self,
+        *,
+        older_than: timedelta = C.ORPHAN_AFTER,
+        provider: str | None = None,
+        limit: int = 100,
+    ) -> list[EmailEvent]:
+        """The async twin of :meth:`orphans`."""
+        return await self._arun(self._orphans(older_than, provider, limit))
+
+    def dead_letter(self, letter_id: int) -> DeadLetter | None:
+        """One dead letter by its id, or None."""
+        return self._run(_Op(lambda: H.dead_letter(letter_id), write=False))
+
+    async def adead_letter(self, letter_id: int) -> DeadLetter | None:
+        """The async twin of :meth:`dead_letter`."""
+        return await self._arun(_Op(lambda: H.dead_letter(letter_id), write=False))
 
     def _dead_letter(
         self, provider: str, body: bytes, headers: Mapping[str, str], reason: str

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
 from pydantic_core import to_json
 
 from unimailtrack.tracking import StateChange, StoreError, Tracker
+from unimailtrack.web._operate import dead_letter_endpoints, metrics, readyz
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
 __all__ = ["as_response", "build_app", "read_limited", "webhook_endpoint"]
@@ -158,6 +159,7 @@ class _Api:
             "/api/suppressions/{address}": self.suppression,
             "/api/domain-alerts": self.domain_alerts,
             "/api/changes": self.changes,
+            **dead_letter_endpoints(self.tracker),
         }
         return [Route(path, _answering(endpoint)) for path, endpoint in endpoints.items()]
 
@@ -317,6 +319,7 @@ def build_app(
     routes: list[BaseRoute] = [
         Route("/webhooks/{provider}", webhook_endpoint(receiver), methods=["GET", "POST"])
     ]
+    routes += [Route("/readyz", readyz(receiver)), Route("/metrics", metrics(receiver))]
     tracker = receiver.tracker
     if api and isinstance(tracker, Tracker):
         routes.extend(_Api(tracker, heartbeat).routes())

@@ -520,6 +520,7 @@ def run_server(
 
         raise MissingDependency("uvicorn", "web", purpose="unimailtrack serve") from None
     import asyncio
+    import gc
 
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5
@@ -527,6 +528,9 @@ def run_server(
     server = uvicorn.Server(config)
 
     async def run() -> None:
+        # Everything loaded so far lives as long as the server: keep it out of the cyclic
+        # collector's full passes, which would otherwise walk it while parsing every batch.
+        gc.freeze()
         task = asyncio.create_task(server.serve(sockets=None if sock is None else [sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.02)

@@ -23,9 +23,9 @@ tests read); :func:`lookup` copies it into the plain ``dict`` the hot parse path
 read-only mapping's ``get`` costs about three times a dict's).
 
 :func:`read_json` is how every adapter decodes an untrusted webhook body: through
-``unimailtrack._json.loads``, looked up when called so that whatever bounds that decoder puts on
-size and depth apply to every provider, and with every decoding failure turned into the
-provider's ``PayloadError``.
+``unimailtrack._json``'s bounded reader, looked up when called so that its bounds on size and
+depth apply to every provider, and with every decoding failure turned into the provider's
+``PayloadError``.
 """
 
 from __future__ import annotations
@@ -113,11 +113,14 @@ def lookup(table: Vocabulary) -> dict[str, Term]:
 def read_json(body: bytes | str, *, provider: str, what: str = "webhook body") -> Any:
     """Decode an untrusted JSON body; any failure is ``provider``'s ``PayloadError``.
 
-    The decoder is ``unimailtrack._json.loads``, looked up on every call, so that its bounds on
-    size and depth hold for every adapter.
+    The decoder is ``unimailtrack._json``'s bounded reader (``load_untrusted``; ``loads`` where
+    there is none), looked up on every call, so that its bounds on size and depth hold for every
+    adapter.
     """
+    # The bounded reader where this version of _json has it, else the plain decoder.
+    decode = getattr(_json, "load_untrusted", None) or _json.loads
     try:
-        return _json.loads(body)
+        return decode(body)
     except PayloadError as exc:
         if exc.provider is None:
             exc.provider = provider

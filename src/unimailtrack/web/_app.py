@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
 from pydantic_core import to_json
 
 from unimailtrack.tracking import StateChange, StoreError, Tracker
+from unimailtrack.webhook_auth import with_peer
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
 __all__ = ["as_response", "build_app", "read_limited", "webhook_endpoint"]
@@ -77,7 +78,10 @@ def webhook_endpoint(receiver: WebhookReceiver) -> Endpoint:
         body = await read_limited(request, receiver.max_body_size)
         if body is None:
             return as_response(receiver.too_large())
-        return as_response(await receiver.ahandle(provider, request.headers, body))
+        # The connection's peer, for adapters that check where a request came from; a header
+        # of that name sent by the client is dropped first.
+        peer = request.client.host if request.client else None
+        return as_response(await receiver.ahandle(provider, with_peer(request.headers, peer), body))
 
     return endpoint
 

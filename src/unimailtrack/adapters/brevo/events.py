@@ -4,7 +4,9 @@ A webhook body is one event object, or a JSON array of them when the webhook is 
 names its recipient (``email``), Brevo's ``message-id`` and the ``X-Mailin-custom`` header of
 the copy, whose JSON carries the tracking id and the metadata back. Times are ``ts_event``
 (unix seconds, UTC), else ``ts_epoch`` (milliseconds, UTC); ``date`` is local to the account and
-never read. Brevo reports opens by a privacy proxy (Apple Mail Privacy Protection) as their own
+never read. A bounce whose status is an address error (5.1.x) is hard and one refused for
+security or policy (x.7.x) is a block, whichever of hard or soft Brevo called it. Brevo reports
+opens by a privacy proxy (Apple Mail Privacy Protection) as their own
 events, so every open says whether a machine made it.
 
 Only a body that is neither a JSON object nor an array raises ``PayloadError``; an item that
@@ -23,6 +25,7 @@ from unimailtrack.adapters._vocabulary import (
     UNMAPPED,
     Term,
     Vocabulary,
+    event_key,
     lookup,
     read_json,
     vocabulary,
@@ -137,8 +140,11 @@ def map_event(item: Any, body: bytes | str, index: int) -> EmailEvent:
     found = _STATUS.search(reason) if reason and event_type in _WITH_REASON else None
     status = found.group(1) if found else None
     bounce = term.bounce
-    if event_type is _BOUNCED and status is not None and status.startswith("5.1."):
-        bounce = BounceKind.HARD
+    if event_type is _BOUNCED and status is not None:
+        if status.startswith("5.1."):  # the address: hard, whatever Brevo called it
+            bounce = BounceKind.HARD
+        elif status[1:4] == ".7.":  # security or policy: the sender refused, not the address
+            bounce = BounceKind.BLOCK
     url = _text(item.get("link")) if event_type is _CLICKED else None
     message_id = _text(item.get("message-id"))
     tracking_id, metadata = _custom(item.get(CUSTOM_HEADER))
@@ -148,15 +154,19 @@ def map_event(item: Any, body: bytes | str, index: int) -> EmailEvent:
     else:
         tag = item.get("tag")
         labels = [tag] if type(tag) is str and tag else []
-    stamp = item.get("ts_event") or item.get("ts_epoch") or item.get("ts")
-    key = f"{name}\x1f{message_id}\x1f{stamp}\x1f{url or ''}" if message_id else None
+    stamp = item.get("ts_epoch") or item.get("ts_event") or item.get("ts")
+    event_id = (
+        event_key(f"brevo\x1f{name}\x1f{message_id}\x1f{stamp}\x1f{url or ''}\x1f{recipient}")
+        if message_id
+        else event_digest(PROVIDER, event_digest(str(index), body), recipient)
+    )
     user_agent = item.get("user_agent")
     return make_event(
         provider=PROVIDER,
         type=event_type,
         provider_event=name,
         recipient=recipient,
-        event_id=event_digest(PROVIDER, key or event_digest(str(index), body), recipient),
+        event_id=event_id,
         timestamp=timestamp,
         message_id=message_id,
         tracking_id=tracking_id,

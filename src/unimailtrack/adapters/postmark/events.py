@@ -21,6 +21,7 @@ from unimailtrack.adapters._vocabulary import (
     UNMAPPED,
     Term,
     Vocabulary,
+    event_key,
     lookup,
     read_json,
     vocabulary,
@@ -107,7 +108,10 @@ def _time(value: object) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    zone = moment.tzinfo
+    if zone is UTC:
+        return moment
+    return moment.astimezone(UTC) if zone is not None else moment.replace(tzinfo=UTC)
 
 
 def _text(value: object) -> str | None:
@@ -199,17 +203,19 @@ def map_event(item: dict[str, Any], body: bytes | str) -> EmailEvent:
         tags.insert(0, tag)
     record_id = item.get("ID")
     if type(record_id) is int or (type(record_id) is str and record_id):
-        key: str | bytes = f"{record}\x1f{record_id}"
+        event_id = event_key(f"postmark\x1f{record}\x1f{record_id}\x1f{recipient}")
     elif message_id:
-        key = f"{record}\x1f{message_id}\x1f{stamp}\x1f{url or ''}"
+        event_id = event_key(
+            f"postmark\x1f{record}\x1f{message_id}\x1f{stamp}\x1f{url or ''}\x1f{recipient}"
+        )
     else:
-        key = body
+        event_id = event_digest(PROVIDER, body, recipient)
     return make_event(
         provider=PROVIDER,
         type=event_type,
         provider_event=provider_event,
         recipient=recipient,
-        event_id=event_digest(PROVIDER, key, recipient),
+        event_id=event_id,
         timestamp=timestamp,
         message_id=message_id,
         tracking_id=tracking_id,

@@ -23,6 +23,7 @@ from unimailtrack.adapters._vocabulary import (
     UNMAPPED,
     Term,
     Vocabulary,
+    event_key,
     lookup,
     read_json,
     vocabulary,
@@ -140,7 +141,10 @@ def _time(value: object) -> datetime | None:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    zone = moment.tzinfo
+    if zone is UTC:
+        return moment
+    return moment.astimezone(UTC) if zone is not None else moment.replace(tzinfo=UTC)
 
 
 def _tags(raw: object) -> tuple[str | None, list[str], dict[str, str]]:
@@ -241,7 +245,7 @@ def map_event(item: dict[str, Any], body: bytes | str) -> list[EmailEvent]:
     message_id = _text(data.get("email_id"))
     tracking_id, tags, metadata = _tags(data.get("tags"))
     stamp = item.get("created_at")
-    key = f"{stamp}\x1f{message_id}\x1f{url or ''}" if message_id else None
+    key = f"resend\x1f{name}\x1f{stamp}\x1f{message_id}\x1f{url or ''}\x1f" if message_id else None
     events = []
     for recipient in recipients:
         events.append(
@@ -250,7 +254,9 @@ def map_event(item: dict[str, Any], body: bytes | str) -> list[EmailEvent]:
                 type=event_type,
                 provider_event=name,
                 recipient=recipient,
-                event_id=event_digest(PROVIDER, name, key or body, recipient),
+                event_id=event_key(key + recipient)
+                if key is not None
+                else event_digest(PROVIDER, name, body, recipient),
                 timestamp=timestamp,
                 message_id=message_id,
                 tracking_id=tracking_id,

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import print_table
 
-PROVIDERS = ("sendgrid", "mailgun", "ses")
+PROVIDERS = ("sendgrid", "mailgun", "ses", "resend", "postmark", "brevo")
 
 
 def main() -> None:
@@ -27,6 +27,9 @@ def main() -> None:
             continue
         title, rows, reference = module.measure()
         print_table(title, rows, reference=reference)
+        spread = getattr(module, "spread", None)
+        if spread is not None:
+            print(spread())
 
 
 if __name__ == "__main__":

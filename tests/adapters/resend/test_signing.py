@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,17 @@ def test_events_for_mail_never_sent_are_answered_200() -> None:
     answer = receiver.handle("resend", signer.sign(stranger), stranger)
     assert answer.status == 200
     assert answer.json()["events"] == 1
+
+
+def test_events_for_mail_never_sent_are_stored_by_the_tracker(tmp_path: Path) -> None:
+    from unimailtrack.tracking import Tracker
+
+    signer = ResendWebhookSigner()
+    stranger = BODY.replace(b'"tags": {"unimailtrack_id": "t"}', b'"tags": {}')
+    with Tracker.open(f"sqlite:///{tmp_path / 't.db'}") as tracker:
+        receiver = WebhookReceiver(
+            {"resend": ResendAdapter(webhook_secrets=signer.secret)}, tracker
+        )
+        assert receiver.handle("resend", signer.sign(stranger), stranger).status == 200
+        assert receiver.handle("resend", signer.sign(stranger), stranger).json()["duplicates"] == 1
+        assert tracker.count_events() == 1

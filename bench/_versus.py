@@ -3,7 +3,8 @@
 Every round times each contender once on the same bodies, in turn, and takes the ratio of
 unimailtrack to django-anymail within that round; the rounds repeat, so a burst of load on the
 machine spoils one round's pair rather than one contender's figures. The table shows each
-contender's median rate; the line under it the ratio's min/median/max over the rounds.
+contender's median rate; the line under it the ratio's min/median/max over the rounds. The
+default configuration (no extras: the standard library's JSON decoder) is a row of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import Row, rate, setup_django
+from unimailtrack import _json
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "webhooks"
 REFERENCE = "django-anymail parse_events"
@@ -64,11 +66,25 @@ def versus(
         for body, headers in cases:
             view.parse_events(django_request(body, headers))
 
+    def run_ours_stdlib() -> None:
+        # unimailtrack without the fast extra: the standard library's decoder underneath.
+        fast = _json.loads
+        _json.loads = json.loads
+        try:
+            run_ours()
+        finally:
+            _json.loads = fast
+
     def run_decode() -> None:
         for body, _ in cases:
             json.loads(body)
 
-    runs = {"decode only (json.loads)": run_decode, OURS: run_ours, REFERENCE: run_anymail}
+    runs = {
+        "decode only (json.loads)": run_decode,
+        OURS: run_ours,
+        OURS + ", stdlib json": run_ours_stdlib,
+        REFERENCE: run_anymail,
+    }
     rates: dict[str, list[float]] = {label: [] for label in runs}
     ratios = []
     for _ in range(ROUNDS):

@@ -107,12 +107,10 @@ def _custom(value: object) -> tuple[str | None, dict[str, str]]:
     if type(found) is not dict:
         return None, {CUSTOM_HEADER: value}
     tracking = found.pop(TRACKING_KEY, None)
-    metadata = {
-        k: v if type(v) is str else json.dumps(v, ensure_ascii=False)
-        for k, v in found.items()
-        if type(k) is str
-    }
-    return (tracking if type(tracking) is str and tracking else None), metadata
+    for key, value in found.items():  # JSON keys are strings; values become text
+        if type(value) is not str:
+            found[key] = json.dumps(value, ensure_ascii=False)
+    return (tracking if type(tracking) is str and tracking else None), found
 
 
 def map_event(item: Any, body: bytes | str, index: int) -> EmailEvent:

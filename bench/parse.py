@@ -34,7 +34,7 @@ from _harness import (  # noqa: E402 - after orjson is blocked
     target_from_row,
 )
 
-PROVIDERS = ("sendgrid", "mailgun", "ses")
+PROVIDERS = ("sendgrid", "mailgun", "ses", "resend", "postmark", "brevo")
 OURS = ("unimailtrack parse_webhook", f"unimailtrack parse, {JSON_LIBRARY}")
 FLOOR = ("decode only", "json.loads alone")
 
@@ -52,6 +52,9 @@ def main() -> None:
             continue
         title, rows, reference = module.measure()
         print_table(title, rows, reference=reference)
+        spread = getattr(module, "spread", None)
+        if spread is not None:
+            print(spread())
         ours = next(r for r in rows if r.label in OURS)
         floor = next(r for r in rows if r.label.startswith(FLOOR))
         to_floor = tuple(f / o for f, o in zip(floor.ratios, ours.ratios, strict=True))

@@ -100,7 +100,7 @@ def test_open_and_click_steps_play_only_when_tracked() -> None:
         "http://example.com/webhooks/{provider}",
         "http://10.0.0.1/webhooks/{provider}",
         "http://127.0.0.1:8000/webhooks",
-        {"postmark": "http://127.0.0.1:8000/"},
+        {"sparkpost": "http://127.0.0.1:8000/"},
         {"sendgrid": "ftp://127.0.0.1/"},
     ],
 )
@@ -279,8 +279,10 @@ def test_untracked_sends_report_no_opens_or_clicks(provider: str, emulator: Emul
     kinds = {e.type for e in unwrapped(emulator, provider)}
     assert EventType.DELIVERED in kinds
     engaged = kinds & {EventType.OPENED, EventType.CLICKED}
-    # SES tracks per configuration set, whatever the message says.
-    assert engaged == ({EventType.OPENED, EventType.CLICKED} if provider == "ses" else set())
+    # SES tracks per configuration set, Resend per domain and Brevo per account, whatever the
+    # message says.
+    per_account = provider in ("ses", "resend", "brevo")
+    assert engaged == ({EventType.OPENED, EventType.CLICKED} if per_account else set())
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -290,7 +292,8 @@ def test_duplicates_are_true_duplicates(provider: str) -> None:
             mailer.send(invite("complaint@example.com"))
         emu.drain()
         events = unwrapped(emu, provider)
-    steps = len(SCENARIOS["complaint"].steps)
+    steps = sum(len(copy.steps) for copy in emu.sent)  # Postmark does not report queueing
+    assert steps >= len(SCENARIOS["complaint"].steps) - 1
     assert len(events) == 2 * steps
     assert len({e.event_id for e in events}) == steps
 

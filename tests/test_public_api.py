@@ -53,3 +53,14 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_the_kit_and_the_new_providers_load_only_when_asked() -> None:
+    code = (
+        "import sys, json, unimailtrack;"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(("
+        "'unimailtrack.testing', 'unimailtrack.adapters.resend', 'unimailtrack.adapters.postmark',"
+        "'unimailtrack.adapters.brevo', 'unimailtrack.standard_webhooks', 'pytest')))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

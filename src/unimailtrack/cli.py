@@ -179,7 +179,9 @@ def _open_tracker(args: argparse.Namespace, *, create: bool = False) -> Tracker:
     fresh = path is not None and not path.exists()
     if fresh and not create:
         hint = "" if args.store else f" (pass --store or set {STORE_ENV})"
-        raise UsageError(f"no store at {path}{hint}: serve, replay, emulate and dev create one")
+        raise UsageError(
+            f"no store at {path}{hint}: serve, replay, emulate, dev and suppressions import or pull create one"
+        )
     tracker = Tracker.open(args.store)
     if fresh:
         sys.stderr.write(f"unimailtrack: created a new store at {path}\n")
@@ -1143,7 +1145,7 @@ def suppressions(args: argparse.Namespace) -> int:
             return _export(args)
         from unimailtrack import suppression_sync
 
-        with _open_tracker(args) as tracker:
+        with _open_tracker(args, create=action == "pull") as tracker:
             if action == "pull":
                 return int(suppression_sync.pull_command(tracker, rest[0], args))
             return int(suppression_sync.push_command(tracker, rest[0], args))
@@ -1228,7 +1230,7 @@ def _import_file(args: argparse.Namespace, path: str) -> int:
         sys.stderr.flush()
 
     try:
-        with _open_tracker(args) as tracker:
+        with _open_tracker(args, create=True) as tracker:
             report = tracker.import_numbered(
                 source,
                 dry_run=not args.apply,

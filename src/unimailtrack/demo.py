@@ -1,6 +1,7 @@
 """``make demo``: the whole story on this machine, with no account anywhere.
 
-1. The emulator stands in for SendGrid, Mailgun and Amazon SES on 127.0.0.1.
+1. The emulator stands in for SendGrid, Mailgun, Amazon SES, Resend, Postmark and Brevo on
+   127.0.0.1.
 2. ``unimailtrack serve`` runs in a process of its own on a fresh SQLite file: the webhook
    endpoints, the JSON API and the live stream of badge changes.
 3. One bulk invite goes out through each real adapter in turn; only the DSN changes. The
@@ -8,7 +9,7 @@
 4. Every badge change streams back live while the providers' signed webhooks arrive, some of
    them twice and out of order on purpose; then each recipient's final status and reason.
 5. Last, each bulk send's analytics row, the suppression list (kept across providers: the
-   second and third sends refuse the addresses the first one lost) and the domain alerts.
+   later sends refuse the addresses the first one lost) and the domain alerts.
 
 ``python -m unimailtrack.demo --delay 0`` runs it as fast as it goes.
 """
@@ -56,7 +57,14 @@ GUESTS: Final = (
 )
 """The guest list: each address names its scenario; Ann is invited twice by mistake."""
 
-NAMES: Final = {"sendgrid": "SendGrid", "mailgun": "Mailgun", "ses": "Amazon SES"}
+NAMES: Final = {
+    "sendgrid": "SendGrid",
+    "mailgun": "Mailgun",
+    "ses": "Amazon SES",
+    "resend": "Resend",
+    "postmark": "Postmark",
+    "brevo": "Brevo",
+}
 DEFAULT_DELAY: Final = 0.25
 START_LIMIT: Final = 20.0
 """Seconds ``unimailtrack serve`` may take to start."""
@@ -299,7 +307,8 @@ def run(delay: float, home: Path) -> None:
     store = f"sqlite:///{home / 'tracking.sqlite3'}"
     emulator = Emulator(delay=delay, duplicate=0.3, reorder=True, seed=2026)
     with open(home / "serve.log", "w+", encoding="utf-8") as log, emulator:
-        print(f"The emulator stands in for SendGrid, Mailgun and Amazon SES at {emulator.url}")
+        names = ", ".join(NAMES[p] for p in PROVIDERS[:-1]) + f" and {NAMES[PROVIDERS[-1]]}"
+        print(f"The emulator stands in for {names} at {emulator.url}")
         try:
             with serving(emulator.receiver_dsn(), store, log) as site:
                 where = site + "/webhooks/{provider}"

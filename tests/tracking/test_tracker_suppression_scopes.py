@@ -328,7 +328,7 @@ def test_an_adapter_names_the_events_that_change_its_own_list(tracker: Tracker) 
         def list_change(cls, provider_event: str, type: EventType) -> str | None:
             return {"list.added": "added", "list.removed": "lifted"}.get(provider_event)
 
-    register("listing-test", Listing)
+    register("listing-test", Listing, replace=True)
 
     def change(name: str, at: int) -> EmailEvent:
         return EmailEvent(

@@ -23,13 +23,14 @@ tests read); :func:`lookup` copies it into the plain ``dict`` the hot parse path
 read-only mapping's ``get`` costs about three times a dict's).
 
 :func:`read_json` is how every adapter decodes an untrusted webhook body: through
-``unimailtrack._json.loads``, looked up when called so that whatever bounds that decoder puts on
-size and depth apply to every provider, and with every decoding failure turned into the
-provider's ``PayloadError``.
+``unimailtrack._json``'s bounded reader, looked up when called so that its bounds on size and
+depth apply to every provider, and with every decoding failure turned into the provider's
+``PayloadError``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -39,7 +40,7 @@ from unimailtrack import _json
 from unimailtrack.errors import PayloadError
 from unimailtrack.model import BounceKind, EventType
 
-__all__ = ["UNMAPPED", "Term", "Vocabulary", "lookup", "read_json", "vocabulary"]
+__all__ = ["UNMAPPED", "Term", "Vocabulary", "event_key", "lookup", "read_json", "vocabulary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ class Term:
         return f"{self.type} ({', '.join(notes)})" if notes else str(self.type)
 
 
+_NAMESPACE: Final = vars(_json)
+
 _KINDS_WITH_BOUNCE: Final = frozenset({EventType.BOUNCED, EventType.DEFERRED, EventType.DROPPED})
 
 Vocabulary = Mapping[str, Term]
@@ -113,11 +116,15 @@ def lookup(table: Vocabulary) -> dict[str, Term]:
 def read_json(body: bytes | str, *, provider: str, what: str = "webhook body") -> Any:
     """Decode an untrusted JSON body; any failure is ``provider``'s ``PayloadError``.
 
-    The decoder is ``unimailtrack._json.loads``, looked up on every call, so that its bounds on
-    size and depth hold for every adapter.
+    The decoder is ``unimailtrack._json``'s bounded reader (``load_untrusted``; ``loads`` where
+    there is none), looked up on every call, so that its bounds on size and depth hold for every
+    adapter.
     """
+    # The bounded reader where this version of _json has it, else the plain decoder (read from
+    # the module's namespace: a getattr that misses costs an exception on every body).
+    decode = _NAMESPACE.get("load_untrusted") or _json.loads
     try:
-        return _json.loads(body)
+        return decode(body)
     except PayloadError as exc:
         if exc.provider is None:
             exc.provider = provider
@@ -126,3 +133,10 @@ def read_json(body: bytes | str, *, provider: str, what: str = "webhook body") -
         raise PayloadError(
             f"the {provider} {what} is not valid JSON", provider=provider, detail=str(exc)[:200]
         ) from None
+
+
+def event_key(text: str) -> str:
+    """A deterministic event id (32 hex digits) from ``text``, which names everything that
+    tells the event apart (provider, event name, message, time, recipient ...): one BLAKE2b
+    over one string, about a third of what a digest of separate parts costs."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()

@@ -1,4 +1,5 @@
-"""A local stand-in for SendGrid, Mailgun and Amazon SES (see docs/emulator.md).
+"""A local stand-in for SendGrid, Mailgun, Amazon SES, Resend, Postmark and Brevo (see
+docs/emulator.md).
 
 The real adapters send to it unchanged, over real HTTP, and it answers as each provider does.
 Every recipient then plays the scenario its address names (``bounce@``, ``complaint@``,

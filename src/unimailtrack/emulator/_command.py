@@ -21,7 +21,8 @@ def describe(emulator: Emulator) -> str:
     settings = emulator.settings()
     targets = emulator.webhooks
     lines = [
-        f"unimailtrack emulator: SendGrid, Mailgun and Amazon SES at {emulator.url}",
+        f"unimailtrack emulator: SendGrid, Mailgun, Amazon SES, Resend, Postmark and Brevo at "
+        f"{emulator.url}",
         "",
         "Send through it with these DSNs (UNIMAILTRACK_DSN):",
         *(f"  {name:<9} {settings[f'{name}_dsn']}" for name in PROVIDERS),
@@ -39,6 +40,9 @@ def describe(emulator: Emulator) -> str:
         f"  SES topic ARN              {settings['ses_topic_arn']}",
         f"  SNS signing certificate    {settings['ses_certificate_url']}",
         "  (the SES adapter trusts it only through trusted_certificate_urls)",
+        f"  Resend signing secret      {settings['resend_webhook_secret']}",
+        f"  Postmark webhook secret    {settings['postmark_webhook_secret']}",
+        f"  Brevo webhook token        {settings['brevo_webhook_secret']}",
         "",
         "Scenarios, chosen by the recipient's local part (bounce@, bounce+ann@ ...):",
         *(f"  {name:<24} {scenario.summary}" for name, scenario in SCENARIOS.items()),

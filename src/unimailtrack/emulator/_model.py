@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 from unimailtrack.adapters.base import Adapter
-from unimailtrack.emulator.scenarios import Scenario, Step
+from unimailtrack.emulator.scenarios import Scenario, Step, StepKind
 
 __all__ = [
     "Answer",
@@ -78,11 +78,16 @@ class SentCopy:
     """Every recipient of the message this copy belongs to (SES events list them all)."""
     opens: bool = False
     clicks: bool = False
+    unreported: frozenset[StepKind] = frozenset()
+    """Steps the provider posts no webhook for (Postmark says nothing when it queues a copy)."""
 
     @property
     def steps(self) -> tuple[Step, ...]:
         """The scenario's steps the provider reports for this copy."""
-        return self.scenario.played(opens=self.opens, clicks=self.clicks)
+        played = self.scenario.played(opens=self.opens, clicks=self.clicks)
+        if not self.unreported:
+            return played
+        return tuple(step for step in played if step.kind not in self.unreported)
 
 
 @dataclass(frozen=True, slots=True)

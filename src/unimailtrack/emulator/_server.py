@@ -51,7 +51,10 @@ from unimailtrack.emulator._model import (
     SentCopy,
     SuppressionLists,
 )
+from unimailtrack.emulator.brevo import BrevoEmulator
 from unimailtrack.emulator.mailgun import MailgunEmulator
+from unimailtrack.emulator.postmark import PostmarkEmulator
+from unimailtrack.emulator.resend import ResendEmulator
 from unimailtrack.emulator.scenarios import SCENARIOS
 from unimailtrack.emulator.sendgrid import DEFAULT_BATCH_SIZE, SendGridEmulator
 from unimailtrack.emulator.ses import DEFAULT_TOPIC_ARN, SESEmulator
@@ -61,7 +64,7 @@ __all__ = ["PROVIDERS", "Delivery", "Emulator", "RateLimit"]
 
 log = logging.getLogger("unimailtrack.emulator")
 
-PROVIDERS: Final = ("sendgrid", "mailgun", "ses")
+PROVIDERS: Final = ("sendgrid", "mailgun", "ses", "resend", "postmark", "brevo")
 """The providers the emulator imitates, in the order it lists them."""
 
 # The shape of SNS's own certificate URLs: a hexadecimal name at the root of the host.
@@ -443,7 +446,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Emulator:
-    """A local stand-in for SendGrid, Mailgun and Amazon SES (see docs/emulator.md).
+    """A local stand-in for SendGrid, Mailgun, Amazon SES, Resend, Postmark and Brevo (see
+    docs/emulator.md).
 
     Use it as a context manager; ``url`` is where it listens (127.0.0.1 only, ``port=0`` for a
     free port). Point the real adapters at it with :meth:`dsn` or :meth:`adapter`.
@@ -457,10 +461,13 @@ class Emulator:
     ``duplicate``: the chance that an event is posted twice. ``reorder``: post events out of
     order. ``seed``: makes duplication and reordering repeatable.
     ``rate_limit``: answer 429 with ``Retry-After`` beyond it.
-    ``api_key``: the only SendGrid and Mailgun API key accepted (any key when None).
+    ``api_key``: the only API key (Postmark: server token) accepted by every provider but SES
+    (any key when None).
     ``aws_credentials``: access key id -> secret; when given, SES checks SigV4 signatures.
-    ``sendgrid_private_key`` (PEM) and ``mailgun_signing_key`` keep webhook keys across runs
-    (fresh ones when None). ``sendgrid_batch_size``: events per SendGrid webhook request.
+    ``sendgrid_private_key`` (PEM), ``mailgun_signing_key``, ``resend_webhook_secret``
+    (``whsec_...``), ``postmark_webhook_secret`` and ``brevo_webhook_secret`` keep webhook keys
+    across runs (fresh ones when None). ``sendgrid_batch_size``: events per SendGrid webhook
+    request.
     ``webhook_attempts`` and ``webhook_timeout`` bound each webhook post.
     """
 
@@ -478,6 +485,9 @@ class Emulator:
         aws_credentials: Mapping[str, str] | None = None,
         sendgrid_private_key: str | None = None,
         mailgun_signing_key: str | None = None,
+        resend_webhook_secret: str | None = None,
+        postmark_webhook_secret: str | None = None,
+        brevo_webhook_secret: str | None = None,
         ses_topic_arn: str = DEFAULT_TOPIC_ARN,
         sendgrid_batch_size: int = DEFAULT_BATCH_SIZE,
         webhook_attempts: int = 3,
@@ -506,6 +516,11 @@ class Emulator:
             batch_size=sendgrid_batch_size,
         )
         self.mailgun = MailgunEmulator(api_key=api_key, signing_key=mailgun_signing_key)
+        self.resend = ResendEmulator(api_key=api_key, secret=resend_webhook_secret)
+        self.postmark = PostmarkEmulator(
+            server_token=api_key, webhook_secret=postmark_webhook_secret
+        )
+        self.brevo = BrevoEmulator(api_key=api_key, webhook_secret=brevo_webhook_secret)
         self._ses: SESEmulator | None = None
         self._providers: dict[str, ProviderEmulator] = {}
         self._server: _Server | None = None
@@ -529,7 +544,14 @@ class Emulator:
             topic_arn=self._ses_topic_arn,
             credentials=self._aws_credentials,
         )
-        self._providers = {"sendgrid": self.sendgrid, "mailgun": self.mailgun, "ses": self._ses}
+        self._providers = {
+            "sendgrid": self.sendgrid,
+            "mailgun": self.mailgun,
+            "ses": self._ses,
+            "resend": self.resend,
+            "postmark": self.postmark,
+            "brevo": self.brevo,
+        }
         if self._rate_limit is not None:
             self._limits = {name: _Window(self._rate_limit) for name in PROVIDERS}
         self._dispatcher = _Dispatcher(
@@ -631,7 +653,7 @@ class Emulator:
         return self._provider(provider).dsn(self.url)
 
     def receiver_dsn(self) -> str:
-        """One DSN naming all three adapters, for a webhook receiver that trusts every
+        """One DSN naming every provider's adapter, for a webhook receiver that trusts every
         provider's webhooks from this emulator (``unimailtrack serve --dsn``)."""
         return f"failover({' '.join(self.dsn(name) for name in PROVIDERS)})"
 
@@ -648,6 +670,9 @@ class Emulator:
             "mailgun_signing_key": self.mailgun.signing_key,
             "ses_topic_arn": self.ses.topic_arn,
             "ses_certificate_url": self.ses.certificate_url,
+            "resend_webhook_secret": self.resend.secret,
+            "postmark_webhook_secret": self.postmark.webhook_secret,
+            "brevo_webhook_secret": self.brevo.webhook_secret,
             **{f"{name}_dsn": self.dsn(name) for name in PROVIDERS},
             "receiver_dsn": self.receiver_dsn(),
         }

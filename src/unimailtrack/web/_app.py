@@ -33,6 +33,7 @@ from pydantic_core import to_json
 
 from unimailtrack.tracking import StateChange, StoreError, Tracker
 from unimailtrack.web._operate import dead_letter_endpoints, metrics, readyz
+from unimailtrack.webhook_auth import with_peer
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
 __all__ = ["as_response", "build_app", "read_limited", "webhook_endpoint"]
@@ -89,11 +90,16 @@ def webhook_endpoint(
         body = await read_limited(request, receiver.max_body_size)
         if body is None:
             return as_response(receiver.too_large())
+        # The connection's peer, for adapters that check where a request came from; a header
+        # of that name sent by the client is dropped first.
+        peer = request.client.host if request.client else None
         nonlocal gate
         if gate is None:  # made in the event loop that serves
             gate = asyncio.Semaphore(max(1, concurrency))
         async with gate:
-            return as_response(await receiver.ahandle(provider, request.headers, body))
+            return as_response(
+                await receiver.ahandle(provider, with_peer(request.headers, peer), body)
+            )
 
     return endpoint
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from unimailtrack.errors import MissingDependency
 from unimailtrack.web._body import read_limited
+from unimailtrack.webhook_auth import with_peer
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -58,7 +59,8 @@ def webhook_view(receiver: WebhookReceiver) -> Callable[[HttpRequest, str], Http
             body = read_limited(request, receiver.max_body_size)
         if body is None:
             return respond(receiver.too_large())
-        return respond(receiver.handle(provider, request.headers, body))
+        headers = with_peer(request.headers, request.META.get("REMOTE_ADDR"))
+        return respond(receiver.handle(provider, headers, body))
 
     exempt: Callable[[HttpRequest, str], HttpResponse] = csrf_exempt(view)
     return exempt

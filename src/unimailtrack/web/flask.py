@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from unimailtrack.errors import MissingDependency
 from unimailtrack.web._body import read_limited
+from unimailtrack.webhook_auth import with_peer
 
 if TYPE_CHECKING:
     from flask import Blueprint, Response
@@ -48,6 +49,7 @@ def blueprint(receiver: WebhookReceiver, *, name: str = "unimailtrack") -> Bluep
             body = read_limited(request.stream, receiver.max_body_size)
         if body is None:
             return respond(receiver.too_large())
-        return respond(receiver.handle(provider, dict(request.headers), body))
+        headers = with_peer(dict(request.headers), request.remote_addr)
+        return respond(receiver.handle(provider, headers, body))
 
     return webhooks

@@ -180,7 +180,8 @@ def _open_tracker(args: argparse.Namespace, *, create: bool = False) -> Tracker:
     if fresh and not create:
         hint = "" if args.store else f" (pass --store or set {STORE_ENV})"
         raise UsageError(
-            f"no store at {path}{hint}: serve, replay, emulate, dev and suppressions import or pull create one"
+            f"no store at {path}{hint}: serve, replay, emulate, dev and suppressions import or "
+            "pull create one"
         )
     tracker = Tracker.open(args.store)
     if fresh:

@@ -132,3 +132,17 @@ def test_the_django_example(workdir: Path) -> None:
         [sys.executable, "app.py", "check"], cwd=workdir, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stderr
+
+
+SUPPRESSION_DOC = Path(__file__).parent.parent / "docs" / "suppression.md"
+
+
+def test_the_suppression_guide_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every python block of docs/suppression.md that is not marked as a fragment runs."""
+    monkeypatch.chdir(tmp_path)
+    text = SUPPRESSION_DOC.read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL)]
+    runnable = [b for b in blocks if not b.startswith("# fragment")]
+    assert len(runnable) >= 2
+    for block in runnable:
+        exec(compile(block, str(SUPPRESSION_DOC), "exec"), {"__name__": "__doc_example__"})

@@ -137,7 +137,9 @@ def test_the_django_example(workdir: Path) -> None:
 SUPPRESSION_DOC = Path(__file__).parent.parent / "docs" / "suppression.md"
 
 
-def test_the_suppression_guide_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_suppression_guide_examples_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every python block of docs/suppression.md that is not marked as a fragment runs."""
     monkeypatch.chdir(tmp_path)
     text = SUPPRESSION_DOC.read_text(encoding="utf-8")

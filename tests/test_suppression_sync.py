@@ -29,10 +29,24 @@ def emulator() -> Iterator[Emulator]:
         yield running
 
 
-@pytest.fixture
-def tracker(tmp_path: Path) -> Iterator[Tracker]:
-    with Tracker.open(f"sqlite:///{tmp_path / 'sync.sqlite3'}") as opened:
-        yield opened
+@pytest.fixture(params=["sqlite", "postgres"])
+def tracker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tracker]:
+    """A tracker on each backend: a pull applies into either the same way."""
+    if request.param == "sqlite":
+        with Tracker.open(f"sqlite:///{tmp_path / 'sync.sqlite3'}") as opened:
+            yield opened
+        return
+    import secrets
+
+    from tracking.tracking_support import POSTGRES_URL, drop_schema, require_postgres, with_schema
+
+    require_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    try:
+        with Tracker.open(with_schema(POSTGRES_URL, schema)) as opened:
+            yield opened
+    finally:
+        drop_schema(schema)
 
 
 def seed_sendgrid(emulator: Emulator, bounces: int = 1203) -> None:

@@ -314,3 +314,38 @@ def test_nothing_is_written_when_an_import_is_refused(tracker: Tracker) -> None:
 def _count():  # type: ignore[no-untyped-def]
     rows = yield Query("SELECT COUNT(*) FROM suppression_history")
     return int(rows[0][0])
+
+
+def test_an_adapter_names_the_events_that_change_its_own_list(tracker: Tracker) -> None:
+    """A provider event that says the provider added or removed an address (Resend's
+    ``suppression.added``/``removed`` are of this kind) feeds the list as provider-sync."""
+    from unimailtrack.adapters import register
+
+    class Listing(MemoryAdapter):
+        name = "listing-test"
+
+        @classmethod
+        def list_change(cls, provider_event: str, type: EventType) -> str | None:
+            return {"list.added": "added", "list.removed": "lifted"}.get(provider_event)
+
+    register("listing-test", Listing)
+
+    def change(name: str, at: int) -> EmailEvent:
+        return EmailEvent(
+            provider="listing-test",
+            type=EventType.UNKNOWN,
+            provider_event=name,
+            recipient="ann@example.com",
+            event_id=f"{name}-{at}",
+            timestamp=T0 + timedelta(seconds=at),
+            raw={},
+        )
+
+    tracker.ingest([change("list.added", 1)])
+    found = tracker.suppression("ann@example.com")
+    assert found is not None and (found.source, found.scope) == ("provider-sync", None)
+    tracker.ingest([change("list.removed", 2)])
+    assert tracker.suppression("ann@example.com") is None
+    # An older removal lifts nothing, whatever order it arrives in.
+    tracker.ingest([change("list.added", 5), change("list.removed", 3)])
+    assert tracker.suppression("ann@example.com") is not None

@@ -985,12 +985,16 @@ _DELIVERED = EventType.DELIVERED.value
 
 def _list_change_function(provider: str) -> Any:
     from unimailtrack.adapters import get_adapter_class
+    from unimailtrack.adapters.base import Adapter
     from unimailtrack.errors import ConfigurationError
 
     try:
-        return getattr(get_adapter_class(provider), "list_change", None)
+        found = getattr(get_adapter_class(provider), "list_change", None)
     except (ConfigurationError, ImportError, AttributeError):
         return None
+    if getattr(found, "__func__", None) is Adapter.list_change.__func__:  # type: ignore[attr-defined]
+        return None  # the default says no event ever changes the list: skip asking
+    return found
 
 
 def from_events(
@@ -1006,19 +1010,29 @@ def from_events(
     soft: set[str] = set()
     delivered: set[str] = set()
     needs_stream: set[str] = set()
-    picked: list[tuple[Sequence[Any], str]] = []
+    picked: list[tuple[Sequence[Any], str, str | None]] = []
     changes: dict[str, Any] = {}
     for row in rows:
-        kind, recipient = row[2], row[4]
+        kind, recipient, provider = row[2], row[4], row[1]
         if not recipient:
             continue
+        if provider not in changes:
+            changes[provider] = _list_change_function(provider)
+        asked = changes[provider]
+        change = asked(row[3], EventType(kind)) if asked is not None else None
         bounce = row[13]
-        if (kind in _HARD_CAUSES and bounce == "hard") or kind in _ALL_STREAM_CAUSES:
-            picked.append((row, ALL_STREAMS))
-        elif kind in (UNSUBSCRIBED, RESUBSCRIBED):
-            picked.append((row, ""))
+        if kind in (UNSUBSCRIBED, RESUBSCRIBED):
+            picked.append((row, "", change))
             if row[9] is not None:
                 needs_stream.add(row[9])
+        elif (
+            (kind in _HARD_CAUSES and bounce == "hard")
+            or kind in _ALL_STREAM_CAUSES
+            or change == "added"
+        ):
+            picked.append((row, ALL_STREAMS, change))
+        elif change == "lifted":
+            picked.append((row, EVERY_SCOPE, change))
         elif kind == EventType.BOUNCED.value and bounce == "soft":
             soft.add(suppression_key(recipient))
         elif kind == _DELIVERED:
@@ -1034,20 +1048,18 @@ def from_events(
             chunk,
         )
         streams.update((tid, stream) for tid, stream in found)
-    for row, scope in picked:
+    for row, scope, change in picked:
         kind, provider = row[2], row[1]
-        if provider not in changes:
-            changes[provider] = _list_change_function(provider)
-        change = changes[provider]
-        synced = change is not None and change(row[3], EventType(kind)) is not None
+        synced = change is not None
         if kind in (UNSUBSCRIBED, RESUBSCRIBED):
             scope = stream_scope(streams.get(row[9]) if row[9] is not None else None)
+        lifting = kind == RESUBSCRIBED or (change == "lifted" and kind != UNSUBSCRIBED)
         recipient = row[4]
         claims.append(
             Claim(
                 suppression_key(recipient),
                 scope,
-                LIFTED if kind == RESUBSCRIBED else ADDED,
+                LIFTED if lifting else ADDED,
                 recipient.strip(),
                 kind,
                 row[12],

@@ -349,3 +349,18 @@ def test_an_adapter_names_the_events_that_change_its_own_list(tracker: Tracker) 
     # An older removal lifts nothing, whatever order it arrives in.
     tracker.ingest([change("list.added", 5), change("list.removed", 3)])
     assert tracker.suppression("ann@example.com") is not None
+
+
+def test_an_address_repeated_across_chunks_of_a_first_import_stands_once(
+    tracker: Tracker,
+) -> None:
+    rows: list[dict[str, str]] = [{"address": f"r{i}@example.com"} for i in range(21_000)]
+    rows.append(
+        {"address": "r5@example.com", "cause": "complained", "created_at": "2020-01-01T00:00:00Z"}
+    )
+    report = tracker.import_suppressions(rows, dry_run=False)
+    assert (report.new, report.updated, report.unchanged) == (21_000, 1, 0)
+    assert tracker.suppressions(limit=1).total == 21_000
+    found = tracker.suppression("r5@example.com")
+    assert found is not None and found.cause == "complained"  # the earlier one stands
+    assert [c.action for c in tracker.suppression_history("r5@example.com")] == ["added"] * 2

@@ -336,9 +336,13 @@ def lock(keys: Iterable[str]) -> Program[None]:
     other's claims (PostgreSQL at READ COMMITTED; SQLite writers are serial anyway). Buckets
     (a CRC of the key, of 1024) keep the locks few however many addresses an import
     touches."""
-    buckets = sorted({zlib.crc32(key.encode()) % LOCK_BUCKETS for key in keys})
-    if buckets:
-        yield Write(_LOCK, [(b,) for b in buckets], _LOCK_TAIL)
+    yield from lock_buckets({zlib.crc32(key.encode()) % LOCK_BUCKETS for key in keys})
+
+
+def lock_buckets(buckets: Iterable[int]) -> Program[None]:
+    ordered = sorted(set(buckets))
+    if ordered:
+        yield Write(_LOCK, [(b,) for b in ordered], _LOCK_TAIL)
 
 
 def load(keys: Sequence[str], *, standing_only: bool = False) -> Program[dict[str, list[Claim]]]:
@@ -429,19 +433,24 @@ def apply(
     soft_keys: Iterable[str] = (),
     only_if_changing: bool = False,
     dry_run: bool = False,
+    stored_only: set[str] | None = None,
 ) -> Program[Applied]:
     """Append ``claims``, re-fold every address they (or ``soft_keys``) touch and move the
     ``standing`` marks. ``only_if_changing`` drops the claims that would change nothing
     (imports and provider pulls, so that doing them twice changes nothing the second time);
-    ``dry_run`` writes nothing."""
+    ``dry_run`` writes nothing. ``stored_only``: the caller holds every lock bucket and knows
+    that only these keys can have stored claims (an import into a list that was empty)."""
     soft = set(soft_keys) if policy.on else set()
     unique = {c[0] for c in claims}.union(soft)
     if not unique:
         return Applied()
     keys = list(unique)
-    if not dry_run:
-        yield from lock(keys)
-    stored = yield from load(keys)
+    if stored_only is None:
+        if not dry_run:
+            yield from lock(keys)
+        stored = yield from load(keys)
+    else:
+        stored = yield from load([k for k in keys if k in stored_only])
     if soft:
         lifts = {k: [c for c in stored.get(k, ()) if c.action == LIFTED] for k in soft}
         for claim in claims:
@@ -921,17 +930,29 @@ def import_rows(
     counted: set[tuple[str, str]] = set()
     chunk: list[tuple[int, Claim]] = []
     read = 0
+    written: set[str] | None = None
+    if not dry_run:
+        # Into an empty list (the usual first import), with every lock bucket held, only
+        # the addresses this import wrote itself can have claims: the others need no look-up.
+        yield from lock_buckets(range(LOCK_BUCKETS))
+        rows_there = yield Query("SELECT address_key FROM suppression_history LIMIT 1")
+        if not rows_there:
+            written = set()
 
     def fold_chunk(batch: list[tuple[int, Claim]]) -> Program[None]:
         nonlocal new, unchanged, updated
         refusing = bool(errors) and not skip_invalid
+        claims = [claim for _, claim in batch]
         applied = yield from apply(
-            [claim for _, claim in batch],
+            claims,
             now_us,
             policy=policy,
             only_if_changing=True,
             dry_run=dry_run or refusing,
+            stored_only=written,
         )
+        if written is not None and not refusing:
+            written.update(c[0] for c in applied.kept)
         if applied.unseen == len(batch):  # every row a new address: nothing to tell apart
             new += len(batch)
             return

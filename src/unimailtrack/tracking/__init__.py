@@ -14,6 +14,7 @@ application and webhook processes. See docs/tracking.md.
 
 from __future__ import annotations
 
+from unimailtrack.tracking._alerts import Alert, AlertRules, SenderRate
 from unimailtrack.tracking._live import ChangeStream
 from unimailtrack.tracking._records import (
     BulkStats,
@@ -28,6 +29,8 @@ from unimailtrack.tracking._store import Store, StoreError
 from unimailtrack.tracking._tracker import Tracker
 
 __all__ = [
+    "Alert",
+    "AlertRules",
     "BulkStats",
     "ChangeStream",
     "DeadLetter",
@@ -35,6 +38,7 @@ __all__ = [
     "IngestResult",
     "Page",
     "SendRecord",
+    "SenderRate",
     "StateChange",
     "Store",
     "StoreError",

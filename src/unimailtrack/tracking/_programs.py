@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
+from unimailtrack.deliverability import sender_auth_failure
 from unimailtrack.errors import ConfigurationError
 from unimailtrack.lifecycle import EXPIRED_REASON, RANK, MessageState, fold
 from unimailtrack.model import (
@@ -555,6 +556,8 @@ def _suppress(fresh: Iterable[EventRow]) -> Program[None]:
         kind = row[_TYPE]
         if not (kind in _SUPPRESSING or (kind == _BOUNCED and row[_BOUNCE] == _HARD)):
             continue
+        if kind == _BOUNCED and sender_auth_failure(row[_SMTP_STATUS], row[_REASON]):
+            continue  # the sender failed authentication: nothing wrong with the address
         recipient = row[_RECIPIENT]
         if not recipient:
             continue

@@ -8,14 +8,16 @@ processes' subscribers).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from unimailtrack.deliverability import MxLookup
 from unimailtrack.errors import ConfigurationError
 from unimailtrack.lifecycle import DEFAULT_DEFERRED_EXPIRY, MessageState
 from unimailtrack.model import (
@@ -28,7 +30,10 @@ from unimailtrack.model import (
     SendResult,
     Suppression,
 )
+from unimailtrack.tracking import _alerts as A
+from unimailtrack.tracking import _engagement as G
 from unimailtrack.tracking import _programs as P
+from unimailtrack.tracking._alerts import Alert, AlertRules, SenderRate
 from unimailtrack.tracking._live import Callback, ChangeStream, Hub
 from unimailtrack.tracking._records import (
     BulkStats,
@@ -123,6 +128,25 @@ def _sqlite_store(url: str, now_us: int) -> Store:
     return SQLiteStore(path, timeout=timeout, now_us=now_us)
 
 
+def _only(kind: type[Any], callback: Callable[[Any], object]) -> Callable[[Any], object]:
+    """``callback``, called only with the changes of ``kind``."""
+
+    def only(change: object) -> object:
+        return callback(change) if isinstance(change, kind) else None
+
+    return only
+
+
+class _Filtered:
+    """A hub seen through a filter: what a ``ChangeStream`` subscribes to."""
+
+    def __init__(self, hub: Hub, kind: type[Any]) -> None:
+        self._hub, self._kind = hub, kind
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        return self._hub.subscribe(_only(self._kind, callback))
+
+
 class Tracker:
     """Remembers every send and every event, and answers what the product screens ask
     (contract).
@@ -135,6 +159,9 @@ class Tracker:
 
     ``deferred_expiry`` is how long a deferral may stand before the badge reads failed /
     ``"expired"``; ``clock`` replaces the current time (for tests and replays).
+    ``alert_rules`` tunes the sender-reputation alerts, ``on_alert`` is called with every
+    alert that opens, moves or closes, and ``mx_lookup`` lets alerts group company domains
+    by the mailbox provider their MX hosts belong to (see docs/deliverability.md).
     """
 
     def __init__(
@@ -143,11 +170,18 @@ class Tracker:
         *,
         deferred_expiry: timedelta = DEFAULT_DEFERRED_EXPIRY,
         clock: Callable[[], datetime] | None = None,
+        alert_rules: AlertRules | None = None,
+        on_alert: Callable[[Alert], object] | None = None,
+        mx_lookup: MxLookup | None = None,
     ) -> None:
         self._store = store
         self.deferred_expiry = deferred_expiry
         self._now = clock or (lambda: datetime.now(UTC))
         self._hub = Hub(lambda: store.listen(self._hub.publish))
+        self.alert_rules = alert_rules or AlertRules()
+        self.mx_lookup = mx_lookup
+        if on_alert is not None:
+            self.subscribe_alerts(on_alert)
 
     @classmethod
     def open(
@@ -156,6 +190,9 @@ class Tracker:
         *,
         deferred_expiry: timedelta = DEFAULT_DEFERRED_EXPIRY,
         clock: Callable[[], datetime] | None = None,
+        alert_rules: AlertRules | None = None,
+        on_alert: Callable[[Alert], object] | None = None,
+        mx_lookup: MxLookup | None = None,
     ) -> Tracker:
         """Open (creating or migrating as needed) the store ``url`` names (contract).
 
@@ -164,7 +201,14 @@ class Tracker:
         (one connection, for tests), ``postgresql://user@host/db?schema=name``.
         """
         now = (clock or (lambda: datetime.now(UTC)))()
-        return cls(open_store(url, now), deferred_expiry=deferred_expiry, clock=clock)
+        return cls(
+            open_store(url, now),
+            deferred_expiry=deferred_expiry,
+            clock=clock,
+            alert_rules=alert_rules,
+            on_alert=on_alert,
+            mx_lookup=mx_lookup,
+        )
 
     def __repr__(self) -> str:
         return f"<Tracker {self._store!r}>"
@@ -332,11 +376,13 @@ class Tracker:
 
     def _bulk_stats(self, bulk_id: str) -> _Op[BulkStats]:
         clock = self._clock()
-        return _Op(lambda: P.bulk_stats(bulk_id, clock), write=False)
+        return _Op(lambda: G.with_engagement(P.bulk_stats(bulk_id, clock), bulk_id), write=False)
 
     def bulk_stats(self, bulk_id: str) -> BulkStats:
         """The analytics row of a bulk send (contract): how many recipients reached each
-        stage, plus total and unique opens and clicks."""
+        stage, plus total and unique opens and clicks, and the open and click rates with
+        machine events (privacy-proxy prefetches, link scanners) left out, saying how many
+        were (see ``BulkStats``)."""
         return self._run(self._bulk_stats(bulk_id))
 
     async def abulk_stats(self, bulk_id: str) -> BulkStats:
@@ -423,6 +469,82 @@ class Tracker:
         now: datetime | None = None,
     ) -> list[DomainAlert]:
         return await self._arun(self._domain_alerts(threshold, window, kinds, now))
+
+    # ------------------------------------------------------------------ alerts
+
+    def _alert_read(self, now: datetime | None) -> tuple[datetime, _Op[A.AlertData]]:
+        at = now if now is not None else self._now()
+        rules = self.alert_rules
+        step = rules.step // timedelta(microseconds=1)
+        until = (to_micros(at) // step + 1) * step
+        since = until - (rules.lookback + rules.window + rules.step) // timedelta(microseconds=1)
+        return at, _Op(lambda: A.alert_data(since, until, step), write=False)
+
+    def _alert_write(self, episodes: list[A.Episode], at: datetime) -> _Op[list[Alert]]:
+        rules = self.alert_rules
+        return _Op(lambda: A.reconcile(episodes, rules, at), write=True)
+
+    def evaluate_alerts(self, *, now: datetime | None = None) -> list[Alert]:
+        """Evaluate every alert rule over the stored sends and events and store the result;
+        returns the alerts that opened, moved (level, sequence) or closed, which also go to
+        ``on_alert`` and to the subscribers of alert changes. Cheap enough to run every
+        minute; running it again changes nothing."""
+        at, read = self._alert_read(now)
+        episodes = A.compute(self._run(read), self.alert_rules, at, self.mx_lookup)
+        changed = self._run(self._alert_write(episodes, at))
+        self._hub.publish(changed)  # type: ignore[arg-type]
+        return changed
+
+    async def aevaluate_alerts(self, *, now: datetime | None = None) -> list[Alert]:
+        at, read = self._alert_read(now)
+        data = await self._arun(read)
+        episodes = await asyncio.to_thread(A.compute, data, self.alert_rules, at, self.mx_lookup)
+        changed = await self._arun(self._alert_write(episodes, at))
+        self._hub.publish(changed)  # type: ignore[arg-type]
+        return changed
+
+    def alerts(
+        self,
+        *,
+        open_only: bool = True,
+        evaluate: bool = True,
+        now: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[Alert]:
+        """The sender-reputation alerts (contract), newest first: the open ones, or all
+        (``open_only=False``). Evaluates the rules first unless ``evaluate=False``."""
+        limit = _positive("limit", limit)
+        if evaluate:
+            self.evaluate_alerts(now=now)
+        return self._run(_Op(lambda: A.list_alerts(open_only, limit), write=False))
+
+    async def aalerts(
+        self,
+        *,
+        open_only: bool = True,
+        evaluate: bool = True,
+        now: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[Alert]:
+        limit = _positive("limit", limit)
+        if evaluate:
+            await self.aevaluate_alerts(now=now)
+        return await self._arun(_Op(lambda: A.list_alerts(open_only, limit), write=False))
+
+    def sender_rates(self, *, now: datetime | None = None) -> list[SenderRate]:
+        """The rolling rates (delivered, hard and soft bounce, complaint) of every sending
+        domain, and of each through each provider, over ``alert_rules.window``."""
+        at, read = self._alert_read(now)
+        return A.sender_rates(self._run(read), self.alert_rules, at)
+
+    async def asender_rates(self, *, now: datetime | None = None) -> list[SenderRate]:
+        at, read = self._alert_read(now)
+        return A.sender_rates(await self._arun(read), self.alert_rules, at)
+
+    def subscribe_alerts(self, callback: Callable[[Alert], object]) -> Callable[[], None]:
+        """Call ``callback(alert)`` with every alert that opens, moves or closes in this
+        process's evaluations; returns the function that unsubscribes."""
+        return self._hub.subscribe(_only(Alert, callback))
 
     # ------------------------------------------------------------------ sending (SendLog)
 
@@ -570,17 +692,19 @@ class Tracker:
 
     # ------------------------------------------------------------------ live updates
 
-    def subscribe(self, callback: Callback) -> Callable[[], None]:
+    def subscribe(self, callback: Callback, *, alerts: bool = False) -> Callable[[], None]:
         """Call ``callback(change)`` with every ``StateChange`` from now on, after it is
         committed; returns the function that unsubscribes. With PostgreSQL, changes made by
         other processes arrive too (on a listener thread). Callbacks must be quick and
-        thread-safe; one that raises is logged and skipped."""
-        return self._hub.subscribe(callback)
+        thread-safe; one that raises is logged and skipped. ``alerts=True`` also passes
+        every ``Alert`` change of this process's evaluations."""
+        return self._hub.subscribe(callback if alerts else _only(StateChange, callback))
 
-    def changes(self) -> ChangeStream:
-        """``async for change in tracker.changes()``: every ``StateChange`` from now on.
-        Call it inside the event loop that reads it; close it (``async with``) when done."""
-        return ChangeStream(self._hub)
+    def changes(self, *, alerts: bool = False) -> ChangeStream:
+        """``async for change in tracker.changes()``: every ``StateChange`` from now on
+        (and, with ``alerts=True``, every ``Alert`` change). Call it inside the event loop
+        that reads it; close it (``async with``) when done."""
+        return ChangeStream(self._hub if alerts else _Filtered(self._hub, StateChange))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ closing
 

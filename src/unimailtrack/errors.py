@@ -19,7 +19,8 @@ all. The tree::
     ├── WebhookError                a webhook request cannot be trusted or read
     │   ├── SignatureError          not authentic, not fresh, or replayed
     │   └── PayloadError            the body cannot be read
-    └── StoreError                  the tracking store could not complete an operation
+    ├── StoreError                  the tracking store could not complete an operation
+    └── UnsubscribeTokenError       a one-click unsubscribe token is forged or expired
 
 Every error carries ``provider`` (which adapter raised it), ``status`` (the HTTP status, when
 there was a response) and ``detail`` (the provider's own error text), and its message says
@@ -50,6 +51,7 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "UnimailtrackError",
+    "UnsubscribeTokenError",
     "WebhookError",
 ]
 
@@ -249,3 +251,12 @@ class StoreError(UnimailtrackError):
     Usually the database is unreachable, full or locked for too long. The operation can be
     retried as a whole; a webhook receiver answers 5xx so that the provider retries.
     """
+
+
+class UnsubscribeTokenError(UnimailtrackError, ValueError):
+    """A one-click unsubscribe token is forged, re-cut, malformed or expired; ``why`` says
+    which, for the operator's log (the web app answers every cause with the same 400)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"invalid unsubscribe token: {why}")
+        self.why = why

@@ -104,7 +104,7 @@ _WORDS: tuple[tuple[AuthCheck, re.Pattern[str]], ...] = (
     (AuthCheck.REVERSE_DNS, re.compile(r"reverse dns|\bptr record|\brdns\b", re.IGNORECASE)),
 )
 _FAILURE_WORDING = re.compile(
-    r"fail|not pass|unauthenticated|not authenticated|authentication|policy|reject|"
+    r"fail|not pass|unauthenticated|not authenticated|authentication|reject|"
     r"not accepted|invalid|missing|does not|didn't|did not|no valid|alignment|aligned",
     re.IGNORECASE,
 )

@@ -32,6 +32,7 @@ from unimailtrack.model import (
 )
 from unimailtrack.tracking import _alerts as A
 from unimailtrack.tracking import _engagement as G
+from unimailtrack.tracking import _outbox as O
 from unimailtrack.tracking import _programs as P
 from unimailtrack.tracking._alerts import Alert, AlertRules, SenderRate
 from unimailtrack.tracking._live import Callback, ChangeStream, Hub
@@ -45,7 +46,7 @@ from unimailtrack.tracking._records import (
     StateChange,
     to_micros,
 )
-from unimailtrack.tracking._store import ProgramFactory, Store
+from unimailtrack.tracking._store import Program, ProgramFactory, Store
 
 __all__ = ["DEFAULT_PATH", "Tracker"]
 
@@ -162,6 +163,8 @@ class Tracker:
     ``alert_rules`` tunes the sender-reputation alerts, ``on_alert`` is called with every
     alert that opens, moves or closes, and ``mx_lookup`` lets alerts group company domains
     by the mailbox provider their MX hosts belong to (see docs/deliverability.md).
+    ``webhooks`` are the application's endpoints told of every state change and alert,
+    through an outbox written in the same transaction (``unimailtrack.outbox``).
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class Tracker:
         alert_rules: AlertRules | None = None,
         on_alert: Callable[[Alert], object] | None = None,
         mx_lookup: MxLookup | None = None,
+        webhooks: Sequence[O.WebhookEndpoint] = (),
     ) -> None:
         self._store = store
         self.deferred_expiry = deferred_expiry
@@ -180,6 +184,9 @@ class Tracker:
         self._hub = Hub(lambda: store.listen(self._hub.publish))
         self.alert_rules = alert_rules or AlertRules()
         self.mx_lookup = mx_lookup
+        self.webhooks = tuple(webhooks)
+        if len({endpoint.name for endpoint in self.webhooks}) != len(self.webhooks):
+            raise ConfigurationError("every outbound webhook endpoint needs a name of its own")
         if on_alert is not None:
             self.subscribe_alerts(on_alert)
 
@@ -193,6 +200,7 @@ class Tracker:
         alert_rules: AlertRules | None = None,
         on_alert: Callable[[Alert], object] | None = None,
         mx_lookup: MxLookup | None = None,
+        webhooks: Sequence[O.WebhookEndpoint] = (),
     ) -> Tracker:
         """Open (creating or migrating as needed) the store ``url`` names (contract).
 
@@ -208,6 +216,7 @@ class Tracker:
             alert_rules=alert_rules,
             on_alert=on_alert,
             mx_lookup=mx_lookup,
+            webhooks=webhooks,
         )
 
     def __repr__(self) -> str:
@@ -215,13 +224,20 @@ class Tracker:
 
     # ------------------------------------------------------------------ running
 
+    def _program(self, op: _Op[T]) -> ProgramFactory[T]:
+        """``op``'s program; a write also queues what it emits for the webhook endpoints."""
+        if not (op.write and self.webhooks):
+            return op.program
+        endpoints, now_us, program = self.webhooks, self._now_us(), op.program
+        return lambda: O.with_outbox(program(), endpoints, now_us)
+
     def _run(self, op: _Op[T]) -> T:
-        result, changes = self._store.run(op.program, write=op.write)
+        result, changes = self._store.run(self._program(op), write=op.write)
         self._hub.publish(changes)
         return result
 
     async def _arun(self, op: _Op[T]) -> T:
-        result, changes = await self._store.arun(op.program, write=op.write)
+        result, changes = await self._store.arun(self._program(op), write=op.write)
         self._hub.publish(changes)
         return result
 
@@ -481,8 +497,15 @@ class Tracker:
         return at, _Op(lambda: A.alert_data(since, until, step), write=False)
 
     def _alert_write(self, episodes: list[A.Episode], at: datetime) -> _Op[list[Alert]]:
-        rules = self.alert_rules
-        return _Op(lambda: A.reconcile(episodes, rules, at), write=True)
+        rules, endpoints, now_us = self.alert_rules, self.webhooks, self._now_us()
+
+        def program() -> Program[list[Alert]]:
+            changed = yield from A.reconcile(episodes, rules, at)
+            if endpoints and changed:
+                yield from O.enqueue(changed, endpoints, now_us)
+            return changed
+
+        return _Op(program, write=True)
 
     def evaluate_alerts(self, *, now: datetime | None = None) -> list[Alert]:
         """Evaluate every alert rule over the stored sends and events and store the result;
@@ -545,6 +568,33 @@ class Tracker:
         """Call ``callback(alert)`` with every alert that opens, moves or closes in this
         process's evaluations; returns the function that unsubscribes."""
         return self._hub.subscribe(_only(Alert, callback))
+
+    # ------------------------------------------------------------------ outbound webhooks
+
+    def outbox(
+        self, *, status: str | Iterable[str] = ("pending", "failed"), limit: int = 100
+    ) -> list[O.OutboxEntry]:
+        """The outbound webhook messages in ``status`` (pending, failed, delivered), oldest
+        first."""
+        wanted, limit = _names(status), _positive("limit", limit)
+        return self._run(_Op(lambda: O.entries(wanted, limit), write=False))
+
+    async def aoutbox(
+        self, *, status: str | Iterable[str] = ("pending", "failed"), limit: int = 100
+    ) -> list[O.OutboxEntry]:
+        wanted, limit = _names(status), _positive("limit", limit)
+        return await self._arun(_Op(lambda: O.entries(wanted, limit), write=False))
+
+    def replay_outbox(self, ids: Sequence[int] | None = None) -> int:
+        """Queue failed outbound messages (``ids``, or every one) again; how many."""
+        now_us = self._now_us()
+        chosen = None if ids is None else list(ids)
+        return self._run(_Op(lambda: O.replay(chosen, now_us), write=True))
+
+    async def areplay_outbox(self, ids: Sequence[int] | None = None) -> int:
+        now_us = self._now_us()
+        chosen = None if ids is None else list(ids)
+        return await self._arun(_Op(lambda: O.replay(chosen, now_us), write=True))
 
     # ------------------------------------------------------------------ sending (SendLog)
 

@@ -52,6 +52,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/send.py
 	$(BENCH_VENV)/bin/python bench/webhook.py
 	$(BENCH_VENV)/bin/python bench/ingest.py
+	$(BENCH_VENV)/bin/python bench/alerts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

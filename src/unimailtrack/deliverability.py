@@ -290,11 +290,12 @@ class MxLookup:
 
 
 def dns_mx_resolver(timeout: float = 2.0) -> Resolver:
-    """A resolver for :class:`MxLookup` through dnspython (``unimailtrack[dns]``)."""
+    """A resolver for :class:`MxLookup` through dnspython (which email-validator, a
+    dependency, installs; should it be missing, ``MissingDependency`` says so)."""
     try:
         import dns.resolver
     except ImportError:
-        raise MissingDependency("dnspython", "dns", purpose="Looking up MX hosts") from None
+        raise MissingDependency("dnspython", "all", purpose="Looking up MX hosts") from None
 
     def resolve(domain: str) -> list[str]:
         answer = dns.resolver.resolve(domain, "MX", lifetime=timeout)

@@ -344,3 +344,12 @@ def test_without_a_secret_u_answers_404(tmp_path: Path) -> None:
             token = signer().token("ann@example.com", "marketing")
             assert client.post(f"/u/{token}", content=ONE_CLICK_BODY).status_code == 404
         assert tracker.count_events() == 0
+
+
+def test_a_mailto_is_offered_beside_the_link_when_configured() -> None:
+    headers = signer(mailto="leave@example.com").headers("ann@example.com", "marketing", "t1")
+    link, mailto = headers["List-Unsubscribe"].split(", ")
+    assert link.startswith(f"<{PUBLIC}/u/u1.") and link.endswith(">")
+    assert mailto == "<mailto:leave@example.com?subject=unsubscribe>"
+    with pytest.raises(ConfigurationError):
+        signer(mailto="a@example.com>, <https://evil.example")

@@ -95,7 +95,8 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         assert name in out
     assert "suppressions" in out
     assert "emulate" in out
-    assert len(SUBCOMMANDS) == 9
+    assert "alerts" in out and "outbox" in out
+    assert len(SUBCOMMANDS) == 11
 
 
 def test_a_wrong_command_line_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

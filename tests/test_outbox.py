@@ -4,6 +4,7 @@ retried with backoff, filtered per endpoint, replayed, and never lost when the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -321,3 +322,95 @@ def test_the_outbox_works_the_same_on_postgresql(app: Receiver) -> None:
             assert failed_first.last_error is None
     finally:
         drop_schema(schema)
+
+
+# --------------------------------------------------------------------------- a server that stops
+
+
+@dataclass
+class OwnPostgres:
+    """A throwaway PostgreSQL cluster of this test's own, which it may stop and start."""
+
+    bin: Path
+    data: Path
+    port: int
+    user: str | None
+
+    def _run(self, *argv: str) -> None:
+        import subprocess
+
+        command = [str(self.bin / argv[0]), *argv[1:]]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.data.parent / "server.log")  # the server must not hold our pipes
+        self._run("pg_ctl", "-D", str(self.data), "-l", log, "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    import os
+    import shutil
+    import socket
+    import tempfile
+
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.skip("no PostgreSQL server binaries to start a cluster of our own")
+    # Not under pytest's own temporary directory, which the postgres user may not enter.
+    place = Path(tempfile.mkdtemp(prefix="unimailtrack-pg-"))
+    data = place / "data"
+    user = None
+    if os.geteuid() == 0:  # the server refuses to run as root
+        user = "postgres"
+        shutil.chown(place, user)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = OwnPostgres(found[-1].parent, data, port, user)
+    try:
+        server._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()
+        shutil.rmtree(place, ignore_errors=True)
+
+
+def test_a_postgres_server_stopped_mid_delivery_loses_nothing(
+    own_postgres: OwnPostgres, app: Receiver
+) -> None:
+    clock = Clock()
+    hook = WebhookEndpoint("app", app.url, (SECRET,))
+    tracker = Tracker.open(own_postgres.url, clock=clock, webhooks=[hook])
+    try:
+        tracker.ingest(delivered("t1"))
+        tracker.ingest(delivered("t2"))
+        dispatcher = OutboxDispatcher(tracker, clock=clock, lease=timedelta(minutes=2))
+        app.before_answer = own_postgres.stop  # the store goes away while the post is answered
+        with pytest.raises(StoreError):
+            dispatcher.run_once()
+        app.before_answer = None
+        [first] = app.ids
+        own_postgres.start()
+        pending = tracker.outbox()
+        assert [(e.status, e.attempts) for e in pending] == [("pending", 0), ("pending", 0)]
+        assert dispatcher.run_once().delivered == 0  # leased: not posted twice meanwhile
+        clock.advance(timedelta(minutes=2))
+        assert dispatcher.run_once().delivered == 2
+        assert app.ids[:2] == [first, first] and len(set(app.ids)) == 2
+        assert tracker.outbox() == []
+        assert tracker.count_events() == 2
+    finally:
+        tracker.close()

@@ -132,7 +132,7 @@ class _MailerBase:
             raise ConfigurationError(
                 f"{DSN_ENV} is not set: set it to e.g. sendgrid://API_KEY@default or memory://"
             )
-        return cls(dsn, tracker=tracker, env=environ)  # one-click settings come from environ
+        return cls(dsn, tracker=tracker, env=environ)
 
     @property
     def adapters(self) -> dict[str, Adapter]:

@@ -353,3 +353,18 @@ def test_a_mailto_is_offered_beside_the_link_when_configured() -> None:
     assert mailto == "<mailto:leave@example.com?subject=unsubscribe>"
     with pytest.raises(ConfigurationError):
         signer(mailto="a@example.com>, <https://evil.example")
+
+
+@pytest.mark.usefixtures("isolated_aws")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the SES adapter's raw MIME writes a header longer than a line as RFC 2047 "
+    "encoded-words, which receivers do not read as a List-Unsubscribe URI",
+)
+def test_ses_puts_the_link_on_the_wire_unencoded() -> None:
+    with respx.mock(assert_all_called=True) as router:
+        route = router.post("https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails")
+        route.respond(200, json={"MessageId": "ses-1"})
+        Mailer(_ses(), unsubscribe_secret=SECRET, public_url=PUBLIC).send(bulk("marketing", 1))
+    raw = base64.b64decode(json.loads(route.calls[0].request.content)["Content"]["Raw"]["Data"])
+    assert f"List-Unsubscribe: <{PUBLIC}/u/u1.".encode() in raw

@@ -63,6 +63,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/ingest.py
 	$(BENCH_VENV)/bin/python bench/mailgun_refusal.py
 	$(BENCH_VENV)/bin/python bench/suppression.py
+	$(BENCH_VENV)/bin/python bench/alerts.py
 	$(BENCH_VENV)/bin/python bench/scorecard.py
 
 clean:

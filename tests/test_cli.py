@@ -101,7 +101,8 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         assert name in out
     assert "suppressions" in out
     assert "emulate" in out
-    assert len(SUBCOMMANDS) == 9
+    assert "alerts" in out and "outbox" in out
+    assert len(SUBCOMMANDS) == 11
     for name in ("health", "orphans", "dead-letters"):
         assert name in out
 

@@ -1287,6 +1287,145 @@ def _every_suppression(tracker: Tracker) -> Iterator[Suppression]:
         cursor = page.next_cursor
 
 
+# --------------------------------------------------------------------------- alerts
+
+
+def _add_alerts(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "alerts",
+        help="sender-reputation alerts: complaint and bounce rates, blocks, authentication",
+        description="Evaluate the alert rules over the store, then list the open alerts "
+        "(--all: every alert kept). Run it every minute from cron to keep alerts current.",
+    )
+    p.add_argument("--all", action="store_true", help="closed alerts too")
+    p.add_argument(
+        "--no-evaluate", action="store_true", help="list what is stored without evaluating"
+    )
+    _store_option(p)
+    _json_option(p)
+    p.set_defaults(run=alerts)
+
+
+def _measure(kind: str, value: float) -> str:
+    return f"{value:.2%}" if kind.endswith("_rate") else f"{value:g}"
+
+
+def alerts(args: argparse.Namespace) -> int:
+    with _open_tracker(args) as tracker:
+        found = tracker.alerts(open_only=not args.all, evaluate=not args.no_evaluate)
+    if args.json:
+        _emit_json(found)
+        return Exit.OK
+    print(
+        _table(
+            [
+                "kind",
+                "level",
+                "scope",
+                "via",
+                "rate",
+                "threshold",
+                "opened",
+                "closed",
+                "seq",
+                "detail",
+            ],
+            [
+                (
+                    a.kind,
+                    a.level,
+                    a.scope,
+                    a.provider,
+                    _measure(a.kind, a.rate),
+                    _measure(a.kind, a.threshold),
+                    a.opened_at,
+                    a.closed_at,
+                    a.sequence,
+                    a.check if a.check else a.reply,
+                )
+                for a in found
+            ],
+        )
+    )
+    return Exit.OK
+
+
+# --------------------------------------------------------------------------- outbox
+
+
+def _add_outbox(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "outbox",
+        help="outbound webhooks waiting or failed; replay or deliver them",
+        description="List the outbound webhook messages that are pending or failed. "
+        "--replay queues failed ones again (all, or the ids given); --deliver posts what is "
+        "due to the endpoints configured in $UNIMAILTRACK_WEBHOOK_ENDPOINTS.",
+    )
+    p.add_argument(
+        "--status",
+        default="pending,failed",
+        metavar="S[,S]",
+        help="which to list: pending, failed, delivered (default: pending,failed)",
+    )
+    p.add_argument("--replay", nargs="*", type=int, metavar="ID", help="queue failed ones again")
+    p.add_argument("--deliver", action="store_true", help="post what is due now")
+    p.add_argument("--limit", type=int, default=100, help="list at most this many")
+    _store_option(p)
+    _json_option(p)
+    p.set_defaults(run=outbox)
+
+
+def outbox(args: argparse.Namespace) -> int:
+    from unimailtrack.outbox import OutboxDispatcher, endpoints
+    from unimailtrack.tracking import Tracker
+
+    statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+    unknown = sorted(set(statuses) - {"pending", "failed", "delivered"})
+    if unknown or not statuses:
+        _error(f"--status takes pending, failed and delivered, not {', '.join(unknown)}")
+        return Exit.USAGE
+    hooks = endpoints(os.environ)
+    if args.deliver and not hooks:
+        raise ConfigurationError(
+            "--deliver needs the endpoints in $UNIMAILTRACK_WEBHOOK_ENDPOINTS (a JSON list of "
+            "objects with name, url and secrets)"
+        )
+    notes = []
+    with Tracker.open(args.store, webhooks=hooks) as tracker:
+        if args.replay is not None:
+            count = tracker.replay_outbox(args.replay or None)
+            notes.append(f"{count} message(s) queued again")
+        if args.deliver:
+            report = OutboxDispatcher(tracker).run_once()
+            notes.append(
+                f"{report.delivered} delivered, {report.retried} to retry, {report.failed} given up"
+            )
+        found = tracker.outbox(status=statuses, limit=args.limit)
+    if args.json:
+        _emit_json(found)
+    else:
+        print(
+            _table(
+                ["id", "endpoint", "type", "status", "attempts", "next attempt", "last error"],
+                [
+                    (
+                        e.id,
+                        e.endpoint,
+                        e.event_type,
+                        e.status,
+                        e.attempts,
+                        e.next_attempt_at,
+                        e.last_error,
+                    )
+                    for e in found
+                ],
+            )
+        )
+        for note in notes:
+            print(note)
+    return Exit.OK
+
+
 # --------------------------------------------------------------------------- emulate
 
 
@@ -1369,6 +1508,8 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
     _add_timeline,
     _add_stats,
     _add_suppressions,
+    _add_alerts,
+    _add_outbox,
     _add_emulate,
 )
 

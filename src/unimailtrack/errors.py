@@ -20,8 +20,9 @@ all. The tree::
     ├── WebhookError                a webhook request cannot be trusted or read
     │   ├── SignatureError          not authentic, not fresh, or replayed
     │   └── PayloadError            the body cannot be read
-    └── StoreError                  the tracking store could not complete an operation
-        └── StoreContentError       the store refused what it was given (never retried)
+    ├── StoreError                  the tracking store could not complete an operation
+    │   └── StoreContentError       the store refused what it was given (never retried)
+    └── UnsubscribeTokenError       a one-click unsubscribe token is forged or expired
 
 Every error carries ``provider`` (which adapter raised it), ``status`` (the HTTP status, when
 there was a response) and ``detail`` (the provider's own error text), and its message says
@@ -56,6 +57,7 @@ __all__ = [
     "StoreContentError",
     "StoreError",
     "UnimailtrackError",
+    "UnsubscribeTokenError",
     "WebhookError",
 ]
 
@@ -302,3 +304,12 @@ class StoreContentError(StoreError):
     batch as a dead letter and answers 400. Nothing of the operation was written."""
 
     retryable = False
+
+
+class UnsubscribeTokenError(UnimailtrackError, ValueError):
+    """A one-click unsubscribe token is forged, re-cut, malformed or expired; ``why`` says
+    which, for the operator's log (the web app answers every cause with the same 400)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"invalid unsubscribe token: {why}")
+        self.why = why

@@ -10,9 +10,11 @@ that wait.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Protocol, Self
 
 from unimailtrack.adapters import get_adapter_class
@@ -29,6 +31,7 @@ from unimailtrack.model import (
     new_tracking_id,
     suppression_key,
 )
+from unimailtrack.unsubscribe import DEFAULT_EXPIRY, OneClickUnsubscribe, email_stream
 
 __all__ = ["AsyncMailer", "Mailer", "SendLog", "build_adapters"]
 
@@ -97,6 +100,11 @@ class _MailerBase:
         tracker: SendLog | None = None,
         strategy: str = "failover",
         env: Mapping[str, str] | None = None,
+        unsubscribe_secret: str | Sequence[str] | None = None,
+        public_url: str | None = None,
+        unsubscribe_streams: str | Sequence[str] | None = None,
+        unsubscribe_expiry: timedelta = DEFAULT_EXPIRY,
+        unsubscribe_mailto: str | None = None,
     ) -> None:
         if isinstance(adapters, str):
             built, strategy = build_adapters(adapters, env=env)
@@ -112,12 +120,23 @@ class _MailerBase:
         self.strategy = strategy
         self.tracker = tracker
         self._turn = itertools.count()
+        self.one_click = OneClickUnsubscribe.configured(
+            env,
+            secret=unsubscribe_secret,
+            public_url=public_url,
+            streams=unsubscribe_streams,
+            expiry=unsubscribe_expiry,
+            mailto=unsubscribe_mailto,
+        )
+        """RFC 8058 headers for sends in the configured streams (None: no secret, none)."""
 
     @classmethod
     def from_env(
         cls, *, tracker: SendLog | None = None, env: Mapping[str, str] | None = None
     ) -> Self:
-        """A mailer from ``UNIMAILTRACK_DSN`` (contract)."""
+        """A mailer from ``UNIMAILTRACK_DSN`` (contract), with one-click unsubscribe from
+        ``UNIMAILTRACK_UNSUBSCRIBE_SECRET``, ``UNIMAILTRACK_PUBLIC_URL`` and
+        ``UNIMAILTRACK_UNSUBSCRIBE_STREAMS`` when a secret is set."""
         environ = env if env is not None else os.environ
         dsn = environ.get(DSN_ENV)
         if not dsn:
@@ -139,6 +158,36 @@ class _MailerBase:
             start = next(self._turn) % len(self._adapters)
             return self._adapters[start:] + self._adapters[:start]
         return list(self._adapters)
+
+    def _one_click(self, email: Email, pending: Sequence[Recipient]) -> list[Email] | None:
+        """One copy of ``email`` per recipient, each with its own RFC 8058 headers, when
+        its stream carries them (and the application set no List-Unsubscribe of its own);
+        None when it sends as it is."""
+        stream = email_stream(email)
+        one_click = self.one_click
+        if one_click is None or stream is None or not one_click.applies(stream):
+            return None
+        if any(name.lower() == "list-unsubscribe" for name in email.headers):
+            return None
+        return [
+            email.model_copy(
+                update={
+                    "headers": {
+                        **email.headers,
+                        **one_click.headers(r.address.email, stream, r.tracking_id),
+                    }
+                }
+            )
+            for r in pending
+        ]
+
+    @staticmethod
+    def _merged(deliveries: Sequence[Delivery]) -> Delivery:
+        merged = Delivery()
+        for delivery in deliveries:
+            merged.results.extend(delivery.results)
+            merged.errors.extend(delivery.errors)
+        return merged
 
     @staticmethod
     def _plan(email: Email) -> tuple[list[Recipient], dict[int, RecipientResult], list[int]]:
@@ -243,12 +292,20 @@ class Mailer(_MailerBase):
         for adapter in self._order():
             if not pending:
                 break
-            pending = self._absorb(adapter.deliver(email, pending), pending, results, errors)
+            pending = self._absorb(self._deliver(adapter, email, pending), pending, results, errors)
         result = self._finish(to_send, positions, known, results)
         if self.tracker is not None and email.tracked:
             self.tracker.record_send(email, result)
         self._raise_if_nothing_sent(result, errors)
         return result
+
+    def _deliver(self, adapter: Adapter, email: Email, pending: list[Recipient]) -> Delivery:
+        copies = self._one_click(email, pending)
+        if copies is None:
+            return adapter.deliver(email, pending)
+        return self._merged(
+            [adapter.deliver(copy, [r]) for copy, r in zip(copies, pending, strict=True)]
+        )
 
     def close(self) -> None:
         for adapter in self._adapters:
@@ -277,13 +334,26 @@ class AsyncMailer(_MailerBase):
         for adapter in self._order():
             if not pending:
                 break
-            delivery = await adapter.adeliver(email, pending)
+            delivery = await self._adeliver(adapter, email, pending)
             pending = self._absorb(delivery, pending, results, errors)
         result = self._finish(to_send, positions, known, results)
         if self.tracker is not None and email.tracked:
             await self.tracker.arecord_send(email, result)
         self._raise_if_nothing_sent(result, errors)
         return result
+
+    async def _adeliver(self, adapter: Adapter, email: Email, pending: list[Recipient]) -> Delivery:
+        copies = self._one_click(email, pending)
+        if copies is None:
+            return await adapter.adeliver(email, pending)
+        gate = asyncio.Semaphore(adapter.max_concurrency)
+
+        async def one(copy: Email, recipient: Recipient) -> Delivery:
+            async with gate:
+                return await adapter.adeliver(copy, [recipient])
+
+        found = await asyncio.gather(*(one(c, r) for c, r in zip(copies, pending, strict=True)))
+        return self._merged(found)
 
     async def aclose(self) -> None:
         for adapter in self._adapters:

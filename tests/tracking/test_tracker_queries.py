@@ -253,6 +253,13 @@ def test_bulk_stats_count_each_stage_reached(tracker: Tracker) -> None:
         clicks=1,
         unique_opens=2,
         unique_clicks=1,
+        # No user agents and no machine flags: the opens cannot be judged, and the click
+        # 20 s after delivery is a link scanner's.
+        unknown_opens=3,
+        machine_clicks=1,
+        opened_excluding_machine=2,
+        open_rate=2 / 3,
+        machine_excluded=1,
     )
     assert tracker.bulk_stats("nothing") == BulkStats(bulk_id="nothing")
 

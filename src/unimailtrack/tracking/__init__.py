@@ -14,6 +14,7 @@ application and webhook processes. See docs/tracking.md.
 
 from __future__ import annotations
 
+from unimailtrack.tracking._alerts import Alert, AlertRules, SenderRate
 from unimailtrack.tracking._health import HealthReport, ProviderHealth
 from unimailtrack.tracking._live import ChangeStream
 from unimailtrack.tracking._records import (
@@ -30,6 +31,8 @@ from unimailtrack.tracking._suppression import ImportReport, InvalidRow, SoftBou
 from unimailtrack.tracking._tracker import SuppressionChange, Tracker
 
 __all__ = [
+    "Alert",
+    "AlertRules",
     "BulkStats",
     "ChangeStream",
     "DeadLetter",
@@ -41,6 +44,7 @@ __all__ = [
     "Page",
     "ProviderHealth",
     "SendRecord",
+    "SenderRate",
     "SoftBouncePolicy",
     "StateChange",
     "Store",

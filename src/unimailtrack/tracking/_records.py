@@ -146,6 +146,14 @@ class BulkStats:
     recipients with at least one. ``sent`` counts the copies a provider accepted;
     ``suppressed``, ``duplicates`` and ``not_sent`` (failed at sending) the ones never sent.
     ``failed`` includes deferrals that expired.
+
+    Honest engagement: each open and click is ``human``, ``machine`` (a provider's machine
+    flag, a privacy proxy or a link scanner within seconds of delivery, a scanner's user
+    agent) or ``unknown`` (``unimailtrack.deliverability.classify_open``).
+    ``opened_excluding_machine`` and ``clicked_excluding_machine`` count the recipients
+    with at least one open (or click) that is not a machine's, ``open_rate`` and
+    ``click_rate`` are those over ``delivered``, and ``machine_excluded`` says how many
+    open and click events were left out.
     """
 
     bulk_id: str
@@ -168,6 +176,17 @@ class BulkStats:
     clicks: int = 0
     unique_opens: int = 0
     unique_clicks: int = 0
+    human_opens: int = 0
+    machine_opens: int = 0
+    unknown_opens: int = 0
+    human_clicks: int = 0
+    machine_clicks: int = 0
+    unknown_clicks: int = 0
+    opened_excluding_machine: int = 0
+    clicked_excluding_machine: int = 0
+    open_rate: float = 0.0
+    click_rate: float = 0.0
+    machine_excluded: int = 0
 
 
 @dataclass(frozen=True, slots=True)

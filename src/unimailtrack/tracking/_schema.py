@@ -262,11 +262,54 @@ _V4_EVENTS_BY_PROVIDER = Migration(
 """Provider health asks, per provider, when its last event arrived: without this index that
 is a scan of every event."""
 
+_V5_DELIVERABILITY = Migration(
+    5,
+    "deliverability: sender-reputation alerts and the outbound webhook outbox",
+    (
+        """
+        CREATE TABLE alerts (
+            id {key} PRIMARY KEY,
+            kind {text} NOT NULL,
+            scope {text} NOT NULL,
+            opened_at_us {bigint} NOT NULL,
+            closed_at_us {bigint},
+            sequence {int} NOT NULL,
+            updated_at_us {bigint} NOT NULL,
+            body {json} NOT NULL
+        )
+        """,
+        "CREATE INDEX alerts_open ON alerts (opened_at_us) WHERE closed_at_us IS NULL",
+        "CREATE INDEX alerts_by_opened_at ON alerts (opened_at_us)",
+        """
+        CREATE TABLE outbox (
+            id {serial},
+            endpoint {key} NOT NULL,
+            msg_id {key} NOT NULL,
+            event_type {text} NOT NULL,
+            payload {document} NOT NULL,
+            created_at_us {bigint} NOT NULL,
+            next_attempt_us {bigint} NOT NULL,
+            attempts {int} NOT NULL,
+            status {text} NOT NULL,
+            lease_until_us {bigint},
+            last_error {text},
+            delivered_at_us {bigint}
+        )
+        """,
+        "CREATE UNIQUE INDEX outbox_by_message ON outbox (endpoint, msg_id)",
+        "CREATE INDEX outbox_due ON outbox (status, next_attempt_us)",
+    ),
+)
+"""``alerts``: every alert, whole (``body``), with the columns it is looked up by.
+``outbox``: one row per (endpoint, message) to deliver; ``status`` is ``pending``,
+``delivered`` or ``failed``; a claimed row carries a lease."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1,
     _V2_NONCE_DIGEST,
     _V3_SUPPRESSION_HISTORY,
     _V4_EVENTS_BY_PROVIDER,
+    _V5_DELIVERABILITY,
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from unimailtrack.deliverability import sender_auth_failure
 from unimailtrack.model import (
     DEFAULT_STREAM,
     Address,
@@ -1047,7 +1048,12 @@ def from_events(
             if row[9] is not None:
                 needs_stream.add(row[9])
         elif (
-            (kind in _HARD_CAUSES and bounce == "hard")
+            (
+                kind in _HARD_CAUSES
+                and bounce == "hard"
+                # the sender failed authentication: nothing is wrong with the address
+                and not sender_auth_failure(row[14], row[12])
+            )
             or kind in _ALL_STREAM_CAUSES
             or change == "added"
         ):

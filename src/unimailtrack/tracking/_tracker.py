@@ -8,6 +8,7 @@ processes' subscribers).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from unimailtrack import _constants as C
 from unimailtrack import _telemetry as telemetry
+from unimailtrack.deliverability import MxLookup
 from unimailtrack.errors import ConfigurationError
 from unimailtrack.lifecycle import DEFAULT_DEFERRED_EXPIRY, MessageState
 from unimailtrack.model import (
@@ -34,9 +36,13 @@ from unimailtrack.model import (
     check_stream,
     suppression_key,
 )
+from unimailtrack.tracking import _alerts as A
+from unimailtrack.tracking import _engagement as G
 from unimailtrack.tracking import _health as H
+from unimailtrack.tracking import _outbox as O
 from unimailtrack.tracking import _programs as P
 from unimailtrack.tracking import _suppression as S
+from unimailtrack.tracking._alerts import Alert, AlertRules, SenderRate
 from unimailtrack.tracking._health import HealthReport
 from unimailtrack.tracking._live import Callback, ChangeStream, Hub
 from unimailtrack.tracking._records import (
@@ -189,6 +195,25 @@ class _Replayable:
         return self._rows if self._numbered else enumerate(self._rows, start=1)
 
 
+def _only(kind: type[Any], callback: Callable[[Any], object]) -> Callable[[Any], object]:
+    """``callback``, called only with the changes of ``kind``."""
+
+    def only(change: object) -> object:
+        return callback(change) if isinstance(change, kind) else None
+
+    return only
+
+
+class _Filtered:
+    """A hub seen through a filter: what a ``ChangeStream`` subscribes to."""
+
+    def __init__(self, hub: Hub, kind: type[Any]) -> None:
+        self._hub, self._kind = hub, kind
+
+    def subscribe(self, callback: Callback) -> Callable[[], None]:
+        return self._hub.subscribe(_only(self._kind, callback))
+
+
 class Tracker:
     """Remembers every send and every event, and answers what the product screens ask
     (contract).
@@ -202,6 +227,11 @@ class Tracker:
     ``deferred_expiry`` is how long a deferral may stand before the badge reads failed /
     ``"expired"``; ``soft_bounces`` is the soft-bounce policy (``SoftBouncePolicy(limit=0)``
     turns it off); ``clock`` replaces the current time (for tests and replays).
+    ``alert_rules`` tunes the sender-reputation alerts, ``on_alert`` is called with every
+    alert that opens, moves or closes, and ``mx_lookup`` lets alerts group company domains
+    by the mailbox provider their MX hosts belong to (see docs/deliverability.md).
+    ``webhooks`` are the application's endpoints told of every state change and alert,
+    through an outbox written in the same transaction (``unimailtrack.outbox``).
     """
 
     def __init__(
@@ -211,12 +241,23 @@ class Tracker:
         deferred_expiry: timedelta = DEFAULT_DEFERRED_EXPIRY,
         soft_bounces: S.SoftBouncePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        alert_rules: AlertRules | None = None,
+        on_alert: Callable[[Alert], object] | None = None,
+        mx_lookup: MxLookup | None = None,
+        webhooks: Sequence[O.WebhookEndpoint] = (),
     ) -> None:
         self._store = store
         self.deferred_expiry = deferred_expiry
         self.soft_bounces = soft_bounces if soft_bounces is not None else S.SoftBouncePolicy()
         self._now = clock or (lambda: datetime.now(UTC))
         self._hub = Hub(lambda: store.listen(self._hub.publish))
+        self.alert_rules = alert_rules or AlertRules()
+        self.mx_lookup = mx_lookup
+        self.webhooks = tuple(webhooks)
+        if len({endpoint.name for endpoint in self.webhooks}) != len(self.webhooks):
+            raise ConfigurationError("every outbound webhook endpoint needs a name of its own")
+        if on_alert is not None:
+            self.subscribe_alerts(on_alert)
 
     @classmethod
     def open(
@@ -226,6 +267,10 @@ class Tracker:
         deferred_expiry: timedelta = DEFAULT_DEFERRED_EXPIRY,
         soft_bounces: S.SoftBouncePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        alert_rules: AlertRules | None = None,
+        on_alert: Callable[[Alert], object] | None = None,
+        mx_lookup: MxLookup | None = None,
+        webhooks: Sequence[O.WebhookEndpoint] = (),
     ) -> Tracker:
         """Open (creating or migrating as needed) the store ``url`` names (contract).
 
@@ -239,6 +284,10 @@ class Tracker:
             deferred_expiry=deferred_expiry,
             soft_bounces=soft_bounces,
             clock=clock,
+            alert_rules=alert_rules,
+            on_alert=on_alert,
+            mx_lookup=mx_lookup,
+            webhooks=webhooks,
         )
 
     def __repr__(self) -> str:
@@ -246,13 +295,20 @@ class Tracker:
 
     # ------------------------------------------------------------------ running
 
+    def _program(self, op: _Op[T]) -> ProgramFactory[T]:
+        """``op``'s program; a write also queues what it emits for the webhook endpoints."""
+        if not (op.write and self.webhooks):
+            return op.program
+        endpoints, now_us, program = self.webhooks, self._now_us(), op.program
+        return lambda: O.with_outbox(program(), endpoints, now_us)
+
     def _run(self, op: _Op[T]) -> T:
-        result, changes = self._store.run(op.program, write=op.write)
+        result, changes = self._store.run(self._program(op), write=op.write)
         self._hub.publish(changes)
         return result
 
     async def _arun(self, op: _Op[T]) -> T:
-        result, changes = await self._store.arun(op.program, write=op.write)
+        result, changes = await self._store.arun(self._program(op), write=op.write)
         self._hub.publish(changes)
         return result
 
@@ -436,11 +492,13 @@ class Tracker:
 
     def _bulk_stats(self, bulk_id: str) -> _Op[BulkStats]:
         clock = self._clock()
-        return _Op(lambda: P.bulk_stats(bulk_id, clock), write=False)
+        return _Op(lambda: G.with_engagement(P.bulk_stats(bulk_id, clock), bulk_id), write=False)
 
     def bulk_stats(self, bulk_id: str) -> BulkStats:
         """The analytics row of a bulk send (contract): how many recipients reached each
-        stage, plus total and unique opens and clicks."""
+        stage, plus total and unique opens and clicks, and the open and click rates with
+        machine events (privacy-proxy prefetches, link scanners) left out, saying how many
+        were (see ``BulkStats``)."""
         return self._run(self._bulk_stats(bulk_id))
 
     async def abulk_stats(self, bulk_id: str) -> BulkStats:
@@ -575,6 +633,116 @@ class Tracker:
         now: datetime | None = None,
     ) -> list[DomainAlert]:
         return await self._arun(self._domain_alerts(threshold, window, kinds, now))
+
+    # ------------------------------------------------------------------ alerts
+
+    def _alert_read(self, now: datetime | None) -> tuple[datetime, _Op[A.AlertData]]:
+        at = now if now is not None else self._now()
+        rules = self.alert_rules
+        step = rules.step // timedelta(microseconds=1)
+        until = (to_micros(at) // step + 1) * step
+        since = until - (rules.lookback + rules.window + rules.step) // timedelta(microseconds=1)
+        return at, _Op(lambda: A.alert_data(since, until, step), write=False)
+
+    def _alert_write(self, episodes: list[A.Episode], at: datetime) -> _Op[list[Alert]]:
+        rules, endpoints, now_us = self.alert_rules, self.webhooks, self._now_us()
+
+        def program() -> Program[list[Alert]]:
+            changed = yield from A.reconcile(episodes, rules, at)
+            if endpoints and changed:
+                yield from O.enqueue(changed, endpoints, now_us)
+            return changed
+
+        return _Op(program, write=True)
+
+    def evaluate_alerts(self, *, now: datetime | None = None) -> list[Alert]:
+        """Evaluate every alert rule over the stored sends and events and store the result;
+        returns the alerts that opened, moved (level, sequence) or closed, which also go to
+        ``on_alert`` and to the subscribers of alert changes. Cheap enough to run every
+        minute; running it again changes nothing."""
+        at, read = self._alert_read(now)
+        episodes = A.compute(self._run(read), self.alert_rules, at, self.mx_lookup)
+        changed = self._run(self._alert_write(episodes, at))
+        self._hub.publish(changed)  # type: ignore[arg-type]
+        return changed
+
+    async def aevaluate_alerts(self, *, now: datetime | None = None) -> list[Alert]:
+        at, read = self._alert_read(now)
+        data = await self._arun(read)
+        episodes = await asyncio.to_thread(A.compute, data, self.alert_rules, at, self.mx_lookup)
+        changed = await self._arun(self._alert_write(episodes, at))
+        self._hub.publish(changed)  # type: ignore[arg-type]
+        return changed
+
+    def alerts(
+        self,
+        *,
+        open_only: bool = True,
+        evaluate: bool = True,
+        now: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[Alert]:
+        """The sender-reputation alerts (contract), newest first: the open ones, or all
+        (``open_only=False``). Evaluates the rules first unless ``evaluate=False``."""
+        limit = _positive("limit", limit)
+        if evaluate:
+            self.evaluate_alerts(now=now)
+        return self._run(_Op(lambda: A.list_alerts(open_only, limit), write=False))
+
+    async def aalerts(
+        self,
+        *,
+        open_only: bool = True,
+        evaluate: bool = True,
+        now: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[Alert]:
+        limit = _positive("limit", limit)
+        if evaluate:
+            await self.aevaluate_alerts(now=now)
+        return await self._arun(_Op(lambda: A.list_alerts(open_only, limit), write=False))
+
+    def sender_rates(self, *, now: datetime | None = None) -> list[SenderRate]:
+        """The rolling rates (delivered, hard and soft bounce, complaint) of every sending
+        domain, and of each through each provider, over ``alert_rules.window``."""
+        at, read = self._alert_read(now)
+        return A.sender_rates(self._run(read), self.alert_rules, at)
+
+    async def asender_rates(self, *, now: datetime | None = None) -> list[SenderRate]:
+        at, read = self._alert_read(now)
+        return A.sender_rates(await self._arun(read), self.alert_rules, at)
+
+    def subscribe_alerts(self, callback: Callable[[Alert], object]) -> Callable[[], None]:
+        """Call ``callback(alert)`` with every alert that opens, moves or closes in this
+        process's evaluations; returns the function that unsubscribes."""
+        return self._hub.subscribe(_only(Alert, callback))
+
+    # ------------------------------------------------------------------ outbound webhooks
+
+    def outbox(
+        self, *, status: str | Iterable[str] = ("pending", "failed"), limit: int = 100
+    ) -> list[O.OutboxEntry]:
+        """The outbound webhook messages in ``status`` (pending, failed, delivered), oldest
+        first."""
+        wanted, limit = _names(status), _positive("limit", limit)
+        return self._run(_Op(lambda: O.entries(wanted, limit), write=False))
+
+    async def aoutbox(
+        self, *, status: str | Iterable[str] = ("pending", "failed"), limit: int = 100
+    ) -> list[O.OutboxEntry]:
+        wanted, limit = _names(status), _positive("limit", limit)
+        return await self._arun(_Op(lambda: O.entries(wanted, limit), write=False))
+
+    def replay_outbox(self, ids: Sequence[int] | None = None) -> int:
+        """Queue failed outbound messages (``ids``, or every one) again; how many."""
+        now_us = self._now_us()
+        chosen = None if ids is None else list(ids)
+        return self._run(_Op(lambda: O.replay(chosen, now_us), write=True))
+
+    async def areplay_outbox(self, ids: Sequence[int] | None = None) -> int:
+        now_us = self._now_us()
+        chosen = None if ids is None else list(ids)
+        return await self._arun(_Op(lambda: O.replay(chosen, now_us), write=True))
 
     # ------------------------------------------------------------------ sending (SendLog)
 
@@ -993,17 +1161,19 @@ class Tracker:
 
     # ------------------------------------------------------------------ live updates
 
-    def subscribe(self, callback: Callback) -> Callable[[], None]:
+    def subscribe(self, callback: Callback, *, alerts: bool = False) -> Callable[[], None]:
         """Call ``callback(change)`` with every ``StateChange`` from now on, after it is
         committed; returns the function that unsubscribes. With PostgreSQL, changes made by
         other processes arrive too (on a listener thread). Callbacks must be quick and
-        thread-safe; one that raises is logged and skipped."""
-        return self._hub.subscribe(callback)
+        thread-safe; one that raises is logged and skipped. ``alerts=True`` also passes
+        every ``Alert`` change of this process's evaluations."""
+        return self._hub.subscribe(callback if alerts else _only(StateChange, callback))
 
-    def changes(self) -> ChangeStream:
-        """``async for change in tracker.changes()``: every ``StateChange`` from now on.
-        Call it inside the event loop that reads it; close it (``async with``) when done."""
-        return ChangeStream(self._hub)
+    def changes(self, *, alerts: bool = False) -> ChangeStream:
+        """``async for change in tracker.changes()``: every ``StateChange`` from now on
+        (and, with ``alerts=True``, every ``Alert`` change). Call it inside the event loop
+        that reads it; close it (``async with``) when done."""
+        return ChangeStream(self._hub if alerts else _Filtered(self._hub, StateChange))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ closing
 

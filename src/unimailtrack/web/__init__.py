@@ -10,6 +10,9 @@ raises ``MissingDependency`` naming the extra to install.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,6 +29,11 @@ def create_app(
     api: bool = True,
     api_token: str | None = None,
     heartbeat: float = 15.0,
+    unsubscribe_secret: str | Sequence[str] | None = None,
+    public_url: str | None = None,
+    unsubscribe_streams: str | Sequence[str] | None = None,
+    unsubscribe_expiry: timedelta | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Starlette:
     """The ASGI app for ``receiver`` (contract).
 
@@ -35,7 +43,21 @@ def create_app(
     changes as Server-Sent Events, a comment every ``heartbeat`` seconds keeping proxies from
     closing an idle stream. ``api_token`` requires ``Authorization: Bearer <token>`` on
     ``/api/``: the API shows recipients' addresses, the webhooks must stay public.
+
+    With an unsubscribe secret (``unsubscribe_secret``, else ``UNIMAILTRACK_UNSUBSCRIBE_SECRET``
+    in ``env``, by default the process environment) ``POST /u/{token}`` is one-click
+    unsubscribe (RFC 8058); without one ``/u/`` answers 404. See docs/deliverability.md.
     """
+    from unimailtrack.unsubscribe import DEFAULT_EXPIRY, OneClickUnsubscribe
     from unimailtrack.web._app import build_app
 
-    return build_app(receiver, api=api, api_token=api_token, heartbeat=heartbeat)
+    one_click = OneClickUnsubscribe.configured(
+        os.environ if env is None else env,
+        secret=unsubscribe_secret,
+        public_url=public_url,
+        streams=unsubscribe_streams,
+        expiry=unsubscribe_expiry or DEFAULT_EXPIRY,
+    )
+    return build_app(
+        receiver, api=api, api_token=api_token, heartbeat=heartbeat, one_click=one_click
+    )

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from unimailtrack import _constants as C
-from unimailtrack.errors import MissingDependency
+from unimailtrack.errors import ConfigurationError, MissingDependency
 
 try:
     from starlette.applications import Starlette
@@ -31,8 +31,10 @@ except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
 
 from pydantic_core import to_json
 
-from unimailtrack.tracking import StateChange, StoreError, Tracker
+from unimailtrack.tracking import Alert, StateChange, StoreError, Tracker
+from unimailtrack.unsubscribe import OneClickUnsubscribe
 from unimailtrack.web._operate import dead_letter_endpoints, metrics, readyz
+from unimailtrack.web._unsubscribe import unsubscribe_route
 from unimailtrack.webhook_auth import with_peer
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
@@ -164,6 +166,7 @@ class _Api:
             "/api/suppressions": self.suppressions,
             "/api/suppressions/{address}": self.suppression,
             "/api/domain-alerts": self.domain_alerts,
+            "/api/alerts": self.alerts,
             "/api/changes": self.changes,
             **dead_letter_endpoints(self.tracker),
         }
@@ -249,9 +252,18 @@ class _Api:
         )
         return _json(alerts)
 
+    async def alerts(self, request: Request) -> Response:
+        """The sender-reputation alerts, evaluated now: the open ones, or every one kept
+        with ``?all=1``."""
+        every = request.query_params.get("all", "0")
+        if every not in ("0", "1"):
+            raise ValueError("all must be 0 or 1")
+        return _json(await self.tracker.aalerts(open_only=every == "0"))
+
     async def changes(self, request: Request) -> Response:
         """``text/event-stream``: one ``state`` event per badge change, filtered by any of
-        ``tracking_id``, ``bulk_id`` and ``recipient``."""
+        ``tracking_id``, ``bulk_id`` and ``recipient``; without a filter, an ``alert``
+        event per alert that opens, moves or closes in this process too."""
         wanted = {
             key: request.query_params[key]
             for key in ("tracking_id", "bulk_id", "recipient")
@@ -264,7 +276,7 @@ class _Api:
         )
 
     async def _events(self, wanted: Mapping[str, str]) -> AsyncIterator[bytes]:
-        async with self.tracker.changes() as stream:
+        async with self.tracker.changes(alerts=not wanted) as stream:
             yield b"retry: 3000\n\n"
             while True:
                 try:
@@ -272,7 +284,9 @@ class _Api:
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if all(getattr(change, key) == value for key, value in wanted.items()):
+                if isinstance(change, Alert):
+                    yield b"event: alert\ndata: " + to_json(change) + b"\n\n"
+                elif all(getattr(change, key) == value for key, value in wanted.items()):
                     yield _sse(change)
 
 
@@ -320,13 +334,22 @@ class _BearerToken:
 
 
 def build_app(
-    receiver: WebhookReceiver, *, api: bool, api_token: str | None, heartbeat: float
+    receiver: WebhookReceiver,
+    *,
+    api: bool,
+    api_token: str | None,
+    heartbeat: float,
+    one_click: OneClickUnsubscribe | None = None,
 ) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/webhooks/{provider}", webhook_endpoint(receiver), methods=["GET", "POST"])
     ]
     routes += [Route("/readyz", readyz(receiver)), Route("/metrics", metrics(receiver))]
     tracker = receiver.tracker
+    if one_click is not None:
+        if not isinstance(tracker, Tracker):
+            raise ConfigurationError("one-click unsubscribe needs the receiver to have a tracker")
+        routes.append(unsubscribe_route(tracker, one_click))
     if api and isinstance(tracker, Tracker):
         routes.extend(_Api(tracker, heartbeat).routes())
     middleware = [Middleware(_BearerToken, token=api_token)] if api_token else []

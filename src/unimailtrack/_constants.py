@@ -20,3 +20,7 @@ DEFAULT_MAX_CONCURRENCY = 50
 
 DEFAULT_WEBHOOK_TOLERANCE = timedelta(minutes=5)
 DEFAULT_MAX_WEBHOOK_BODY = 10 * 1024 * 1024
+
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a request body may take to arrive in full; a slower one is answered 408 and its
+connection closed, so that a client trickling bytes cannot hold a worker."""

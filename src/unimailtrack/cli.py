@@ -264,7 +264,20 @@ def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
         "--api-token",
         default=os.environ.get(API_AUTH_ENV),
         metavar="TOKEN",
-        help=f"require 'Authorization: Bearer TOKEN' on /api/ (default: ${API_AUTH_ENV})",
+        help=f"require 'Authorization: Bearer TOKEN' on /api/ (default: ${API_AUTH_ENV}); "
+        "needed to listen beyond loopback",
+    )
+    p.add_argument(
+        "--no-api-auth",
+        action="store_true",
+        help="serve /api/ without a token beyond loopback: only behind your own authentication",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=C.DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="answer 408 and hang up when a request body takes longer (%(default)s)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     _store_option(p)
@@ -276,16 +289,39 @@ def serve(args: argparse.Namespace) -> int:
     from unimailtrack.web import create_app
     from unimailtrack.webhooks import WebhookReceiver
 
+    _check_api_access(args)
     adapters = _configured_adapters(args)
     tracker = _open_tracker(args)
     try:
         receiver = WebhookReceiver(adapters, tracker, max_body_size=args.max_body_size)
-        app = create_app(receiver, api=not args.no_api, api_token=args.api_token)
+        app = create_app(
+            receiver,
+            api=not args.no_api,
+            api_token=args.api_token or None,
+            api_auth=not args.no_api_auth,
+            body_timeout=args.body_timeout if args.body_timeout > 0 else None,
+        )
     except BaseException:
         tracker.close()
         raise
     run_server(app, args.host, args.port, log_level=args.log_level, finish=tracker.aclose)
     return Exit.OK
+
+
+def _check_api_access(args: argparse.Namespace) -> None:
+    """Refuse to serve the API (every recipient's address and history) to the network
+    without a token, unless ``--no-api-auth`` says something else guards it."""
+    from unimailtrack.web._app import is_loopback
+
+    if args.api_token and args.no_api_auth:
+        raise ConfigurationError("--api-token and --no-api-auth contradict each other: pick one")
+    if args.no_api or args.api_token or args.no_api_auth or is_loopback(args.host):
+        return
+    raise ConfigurationError(
+        f"--host {args.host} serves the API beyond this machine, and the API shows every "
+        f"recipient's address and history: give it a token (--api-token or ${API_AUTH_ENV}), "
+        "or --no-api-auth when your own authentication stands in front of it, or --no-api"
+    )
 
 
 def run_server(

@@ -7,6 +7,7 @@ all. The tree::
     ├── ConfigurationError          a DSN, option or key is missing or malformed
     │   └── MissingDependency       an optional extra is not installed
     ├── InvalidAddress (ValueError) an e-mail address cannot be used
+    ├── InvalidQuery (ValueError)   a cursor, limit, sort or filter cannot be used
     ├── SendError                   a provider did not take a send request
     │   ├── InvalidRequest          the provider refused the request as malformed (4xx)
     │   │   └── PayloadTooLarge     the request was over the provider's size limit (413)
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "FieldError",
     "InvalidAddress",
+    "InvalidQuery",
     "InvalidRequest",
     "MissingDependency",
     "NotPermitted",
@@ -103,6 +105,18 @@ class InvalidAddress(UnimailtrackError, ValueError):
     def __init__(self, address: str, problem: str) -> None:
         super().__init__(f"invalid e-mail address {address!r}: {problem}")
         self.address = address
+        self.problem = problem
+
+
+class InvalidQuery(UnimailtrackError, ValueError):
+    """A question to the tracker cannot be asked as given: a cursor that is not one this
+    listing handed out (tampered, cut short, from another listing, out of range), a limit, sort
+    key, status or time that cannot be used. ``parameter`` names it, ``problem`` says why; the
+    web app answers it 400."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter} {problem}")
+        self.parameter = parameter
         self.problem = problem
 
 

@@ -626,7 +626,7 @@ def suppress(
 def list_suppressions(cursor: str | None, limit: int) -> Program[Page[Suppression]]:
     where, params = "", {"limit": limit + 1}
     if cursor is not None:
-        created, key = decode_cursor("suppressions", cursor, 2)
+        created, key = decode_cursor("suppressions", cursor, int, str)
         where = "WHERE (created_at_us, address_key) < (:created, :key)"
         params.update(created=created, key=key)
     rows = yield Query(
@@ -820,7 +820,7 @@ def _newest_first_page(
     """A page of send records, newest first, by keyset on (sent at, tracking id)."""
     total = yield Query(f"SELECT COUNT(*) FROM messages m WHERE {' AND '.join(where)}", params)
     if cursor is not None:
-        sent, tracking_id = decode_cursor(kind, cursor, 2)
+        sent, tracking_id = decode_cursor(kind, cursor, int, str)
         where = [*where, "(m.sent_at_us, m.tracking_id) < (:after_sent, :after_id)"]
         params = {**params, "after_sent": sent, "after_id": tracking_id}
     rows = yield Query(
@@ -937,6 +937,17 @@ SORT_KEYS: Mapping[str, str] = {
 }
 """What ``bulk_rows`` sorts by: ``date`` is when the badge last moved."""
 
+_NUMBER = (int, type(None))
+SORT_TYPES: Mapping[str, tuple[type, ...]] = {
+    "date": _NUMBER,
+    "sent_at": _NUMBER,
+    "name": (str,),
+    "email": (str,),
+    "status": _NUMBER,
+}
+"""What a bulk-rows cursor may hold for each sort key."""
+assert set(SORT_TYPES) == set(SORT_KEYS)
+
 
 def bulk_rows(
     bulk_id: str,
@@ -958,7 +969,7 @@ def bulk_rows(
     total = yield Query(f"SELECT COUNT(*) FROM messages m WHERE {' AND '.join(where)}", params)
     direction, after = ("DESC", "<") if descending else ("ASC", ">")
     if cursor is not None:
-        value, tracking_id = decode_cursor(kind, cursor, 2)
+        value, tracking_id = decode_cursor(kind, cursor, SORT_TYPES[sort], str)
         where.append(f"({key}, m.tracking_id) {after} (:after_value, :after_id)")
         params.update(after_value=value, after_id=tracking_id)
     page = ""

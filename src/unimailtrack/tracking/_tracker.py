@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Generic, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from unimailtrack.errors import ConfigurationError
+from unimailtrack.errors import ConfigurationError, InvalidQuery
 from unimailtrack.lifecycle import DEFAULT_DEFERRED_EXPIRY, MessageState
 from unimailtrack.model import (
     Address,
@@ -65,6 +65,11 @@ def _statuses(value: StatusFilter) -> tuple[str, ...]:
     if value is None:
         return ()
     items = [value] if isinstance(value, str) else list(value)
+    known = {status.value for status in DeliveryStatus}
+    for item in items:
+        if item not in known:
+            listed = ", ".join(status.value for status in DeliveryStatus)
+            raise InvalidQuery("status", f"must be one of {listed}, not {item!r}")
     return tuple(DeliveryStatus(item).value for item in items)
 
 
@@ -76,7 +81,7 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def _positive(name: str, value: int) -> int:
     if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+        raise InvalidQuery(name, f"must be at least 1, not {value}")
     return value
 
 
@@ -352,7 +357,7 @@ class Tracker:
         limit: int | None,
     ) -> _Op[Page[SendRecord]]:
         if sort not in P.SORT_KEYS:
-            raise ValueError(f"cannot sort by {sort!r}; use one of {', '.join(P.SORT_KEYS)}")
+            raise InvalidQuery("sort", f"must be one of {', '.join(P.SORT_KEYS)}, not {sort!r}")
         if limit is not None:
             _positive("limit", limit)
         statuses, clock = _statuses(status), self._clock()

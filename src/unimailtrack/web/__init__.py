@@ -25,7 +25,9 @@ def create_app(
     *,
     api: bool = True,
     api_token: str | None = None,
+    api_auth: bool = True,
     heartbeat: float = 15.0,
+    body_timeout: float | None = 30.0,
 ) -> Starlette:
     """The ASGI app for ``receiver`` (contract).
 
@@ -34,8 +36,21 @@ def create_app(
     JSON under ``/api/`` answers the product's questions and ``/api/changes`` streams badge
     changes as Server-Sent Events, a comment every ``heartbeat`` seconds keeping proxies from
     closing an idle stream. ``api_token`` requires ``Authorization: Bearer <token>`` on
-    ``/api/``: the API shows recipients' addresses, the webhooks must stay public.
+    ``/api/``: the API shows recipients' addresses, the webhooks must stay public. Without a
+    token the API answers only connections that arrived on a loopback address (403 beyond),
+    unless ``api_auth=False`` says that authentication in front of the app guards it.
+
+    A request body that has not arrived in full within ``body_timeout`` seconds is answered
+    408 and its connection closed; a client that goes away mid-body is logged in one line.
+    A malformed query or path parameter is answered 400 with the reason.
     """
     from unimailtrack.web._app import build_app
 
-    return build_app(receiver, api=api, api_token=api_token, heartbeat=heartbeat)
+    return build_app(
+        receiver,
+        api=api,
+        api_token=api_token,
+        api_auth=api_auth,
+        heartbeat=heartbeat,
+        body_timeout=body_timeout,
+    )

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
+import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from unimailtrack.errors import MissingDependency
+from unimailtrack import _constants as C
+from unimailtrack.errors import InvalidQuery, MissingDependency
 
 try:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response, StreamingResponse
     from starlette.routing import BaseRoute, Route
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,9 +37,11 @@ from pydantic_core import to_json
 from unimailtrack.tracking import StateChange, StoreError, Tracker
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
-__all__ = ["as_response", "build_app", "read_limited", "webhook_endpoint"]
+__all__ = ["BodyTimeout", "as_response", "build_app", "read_limited", "webhook_endpoint"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+log = logging.getLogger("unimailtrack.web")
 
 _JSON = "application/json"
 _MAX_PAGE = 100
@@ -50,23 +56,83 @@ def as_response(answer: WebhookResponse) -> Response:
     return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
 
-async def read_limited(request: Request, limit: int) -> bytes | None:
+class BodyTimeout(Exception):
+    """The request body did not arrive in full within the time allowed."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(f"the body did not arrive in time ({received} bytes received)")
+        self.received = received
+
+
+class _Cut(Exception):
+    """The client went away before its body was complete."""
+
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.received = received
+
+
+async def read_limited(
+    request: Request, limit: int, timeout: float | None = C.DEFAULT_BODY_TIMEOUT
+) -> bytes | None:
     """The request body, or None as soon as it is known to be larger than ``limit`` bytes:
-    from ``Content-Length`` before anything is read, else while the body streams in."""
+    from ``Content-Length`` before anything is read, else while the body streams in. Raises
+    ``BodyTimeout`` when the whole body has not arrived within ``timeout`` seconds, and
+    starlette's ``ClientDisconnect`` when the client goes away before the end."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            return None
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    return None
+    except TimeoutError:
+        raise BodyTimeout(len(body)) from None
+    except ClientDisconnect:
+        raise _Cut(len(body)) from None
     return bytes(body)
 
 
-def webhook_endpoint(receiver: WebhookReceiver) -> Endpoint:
+def too_slow(timeout: float | None) -> Response:
+    """408, and the connection closed: a client trickling its body gets no second chance."""
+    response = _problem(408, f"the request body did not arrive within {timeout} seconds")
+    response.headers["connection"] = "close"
+    return response
+
+
+async def read_body(request: Request, limit: int, timeout: float | None) -> bytes | Response | None:
+    """``read_limited`` for an endpoint: the body, None when it is too large, or the answer
+    to give when it came too slowly or not at all (each logged in one line)."""
+    try:
+        return await read_limited(request, limit, timeout)
+    except BodyTimeout as exc:
+        log.warning(
+            "%s %s: the body did not arrive within %s s (%d bytes received); answered 408",
+            request.method,
+            request.url.path,
+            timeout,
+            exc.received,
+        )
+        return too_slow(timeout)
+    except _Cut as exc:
+        log.warning(
+            "%s %s: the client disconnected after %d bytes of the body; nothing was stored",
+            request.method,
+            request.url.path,
+            exc.received,
+        )
+        return Response(status_code=400)  # never sent: the client is gone
+
+
+def webhook_endpoint(
+    receiver: WebhookReceiver, body_timeout: float | None = C.DEFAULT_BODY_TIMEOUT
+) -> Endpoint:
     """The endpoint for ``/webhooks/{provider}``: POST handles a webhook, HEAD and GET answer a
-    reachability check; an unknown provider is refused before its body is read."""
+    reachability check; an unknown provider is refused before its body is read, a body that
+    takes longer than ``body_timeout`` seconds to arrive is answered 408."""
 
     async def endpoint(request: Request) -> Response:
         provider = request.path_params["provider"]
@@ -74,7 +140,9 @@ def webhook_endpoint(receiver: WebhookReceiver) -> Endpoint:
             return as_response(receiver.probe(provider))
         if not receiver.knows(provider):
             return as_response(receiver.not_found(provider))
-        body = await read_limited(request, receiver.max_body_size)
+        body = await read_body(request, receiver.max_body_size, body_timeout)
+        if isinstance(body, Response):
+            return body
         if body is None:
             return as_response(receiver.too_large())
         return as_response(await receiver.ahandle(provider, request.headers, body))
@@ -93,34 +161,67 @@ def _problem(status: int, detail: str) -> Response:
     return _json({"error": detail}, status)
 
 
+_MAX_TEXT = 1000
+"""The longest text a query or path parameter may hold (an address, an id, a category)."""
+_MAX_LISTED = 50
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _text(raw: str | None, name: str) -> str | None:
+    """A text parameter, refused when it holds a control character (NUL cannot even reach
+    PostgreSQL) or is longer than any value the tracker keeps."""
+    if raw is None:
+        return None
+    if len(raw) > _MAX_TEXT:
+        raise InvalidQuery(name, f"is longer than {_MAX_TEXT} characters")
+    if _CONTROL.search(raw):
+        raise InvalidQuery(name, "holds a control character")
+    return raw
+
+
+def _param(query: Mapping[str, str], name: str) -> str | None:
+    return _text(query.get(name), name)
+
+
+def _path(request: Request, name: str) -> str:
+    value = _text(request.path_params[name], name)
+    assert value is not None
+    return value
+
+
 def _whole(query: Mapping[str, str], name: str, default: int, most: int) -> int:
     raw = query.get(name, str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
-        raise ValueError(f"{name} must be a whole number from 1 to {most}")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and 1 <= int(raw) <= most):
+        raise InvalidQuery(name, f"must be a whole number from 1 to {most}")
     return int(raw)
 
 
 def _time(query: Mapping[str, str], name: str) -> datetime | None:
-    raw = query.get(name)
+    raw = _param(query, name)
     if raw is None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an ISO 8601 time, e.g. 2024-01-15T09:30:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidQuery(name, "must be an ISO 8601 time, e.g. 2024-01-15T09:30:00Z") from None
 
 
 def _listed(query: Mapping[str, str], name: str) -> tuple[str, ...] | None:
     """A filter given once as a comma-separated list: ``?status=bounced,dropped``."""
-    raw = query.get(name)
-    return None if raw is None else tuple(v for v in raw.split(",") if v)
+    raw = _param(query, name)
+    if raw is None:
+        return None
+    values = tuple(v for v in raw.split(",") if v)
+    if len(values) > _MAX_LISTED:
+        raise InvalidQuery(name, f"lists more than {_MAX_LISTED} values")
+    return values
 
 
 def _order(query: Mapping[str, str]) -> bool:
     order = query.get("order", "asc")
     if order not in ("asc", "desc"):
-        raise ValueError("order must be asc or desc")
+        raise InvalidQuery("order", "must be asc or desc")
     return order == "desc"
 
 
@@ -154,9 +255,9 @@ class _Api:
             status=_listed(query, "status"),
             category=_listed(query, "category"),
             provider=_listed(query, "provider"),
-            bulk_id=query.get("bulk_id"),
-            recipient=query.get("recipient"),
-            cursor=query.get("cursor"),
+            bulk_id=_param(query, "bulk_id"),
+            recipient=_param(query, "recipient"),
+            cursor=_param(query, "cursor"),
             limit=_whole(query, "limit", 50, _MAX_PAGE),
         )
         return _json(page)
@@ -165,7 +266,7 @@ class _Api:
         """The state of one send (the fold of its events), its record under ``send`` (null
         while only events are known) and, once recorded, its badge as status and reason:
         a send just made shows ``accepted`` with an empty timeline."""
-        tracking_id = request.path_params["tracking_id"]
+        tracking_id = _path(request, "tracking_id")
         record = await self.tracker.asend(tracking_id)
         state = await self.tracker.astate(tracking_id)
         if record is None and not state.timeline:
@@ -176,19 +277,19 @@ class _Api:
         return _json({**answer, "send": record})
 
     async def timeline(self, request: Request) -> Response:
-        return _json(await self.tracker.atimeline(request.path_params["tracking_id"]))
+        return _json(await self.tracker.atimeline(_path(request, "tracking_id")))
 
     async def history(self, request: Request) -> Response:
         query = request.query_params
         page = await self.tracker.ahistory(
-            request.path_params["address"],
-            cursor=query.get("cursor"),
+            _path(request, "address"),
+            cursor=_param(query, "cursor"),
             limit=_whole(query, "limit", 25, _MAX_PAGE),
         )
         return _json(page)
 
     async def bulk_stats(self, request: Request) -> Response:
-        stats = await self.tracker.abulk_stats(request.path_params["bulk_id"])
+        stats = await self.tracker.abulk_stats(_path(request, "bulk_id"))
         if stats.recipients == 0:
             return _problem(404, "no bulk send is recorded under this id")
         return _json(stats)
@@ -196,11 +297,11 @@ class _Api:
     async def bulk_rows(self, request: Request) -> Response:
         query = request.query_params
         page = await self.tracker.abulk_rows(
-            request.path_params["bulk_id"],
-            sort=query.get("sort", "date"),
+            _path(request, "bulk_id"),
+            sort=_param(query, "sort") or "date",
             descending=_order(query),
             status=_listed(query, "status"),
-            cursor=query.get("cursor"),
+            cursor=_param(query, "cursor"),
             limit=_whole(query, "limit", _MAX_PAGE, _MAX_ROWS),
         )
         return _json(page)
@@ -208,12 +309,12 @@ class _Api:
     async def suppressions(self, request: Request) -> Response:
         query = request.query_params
         page = await self.tracker.asuppressions(
-            cursor=query.get("cursor"), limit=_whole(query, "limit", _MAX_PAGE, _MAX_ROWS)
+            cursor=_param(query, "cursor"), limit=_whole(query, "limit", _MAX_PAGE, _MAX_ROWS)
         )
         return _json(page)
 
     async def suppression(self, request: Request) -> Response:
-        found = await self.tracker.asuppression(request.path_params["address"])
+        found = await self.tracker.asuppression(_path(request, "address"))
         if found is None:
             return _problem(404, "this address is not suppressed")
         return _json(found)
@@ -230,7 +331,7 @@ class _Api:
         """``text/event-stream``: one ``state`` event per badge change, filtered by any of
         ``tracking_id``, ``bulk_id`` and ``recipient``."""
         wanted = {
-            key: request.query_params[key]
+            key: _text(request.query_params[key], key) or ""
             for key in ("tracking_id", "bulk_id", "recipient")
             if key in request.query_params
         }
@@ -278,34 +379,86 @@ def _answering(endpoint: Endpoint) -> Endpoint:
 # --------------------------------------------------------------------------- access to /api
 
 
-class _BearerToken:
-    """Requires ``Authorization: Bearer <token>`` on ``/api/``; webhooks stay public."""
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1): hosts only this
+    machine reaches."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+
+def _beyond_loopback(scope: Scope) -> bool:
+    """True when the request came in on an interface other machines reach: the server
+    address of the connection is an IP address that is not loopback."""
+    server = scope.get("server")
+    if not server or not isinstance(server[0], str):
+        return False  # a Unix socket, or an in-process client
+    try:
+        address = ipaddress.ip_address(server[0])
+    except ValueError:
+        return False
+    return not address.is_loopback
+
+
+class _Guard:
+    """Access to ``/api/``: with a token, ``Authorization: Bearer <token>`` is required;
+    without one, only connections that arrived on loopback are answered, unless ``open`` says
+    the operator put their own authentication in front. Webhooks stay public."""
+
+    def __init__(self, app: ASGIApp, token: str | None, open: bool) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.open = open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/api/"):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = _problem(401, "this API needs Authorization: Bearer <token>")
-                response.headers["www-authenticate"] = "Bearer"
-                await response(scope, receive, send)
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
+    def refusal(self, scope: Scope) -> Response | None:
+        if self.expected is not None:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if hmac.compare_digest(given, self.expected):
+                return None
+            response = _problem(401, "this API needs Authorization: Bearer <token>")
+            response.headers["www-authenticate"] = "Bearer"
+            return response
+        if self.open or not _beyond_loopback(scope):
+            return None
+        return _problem(
+            403,
+            "this API is served beyond loopback without a token: start it with an API token "
+            "(serve --api-token), or api_auth=False (serve --no-api-auth) behind your own "
+            "authentication",
+        )
+
 
 def build_app(
-    receiver: WebhookReceiver, *, api: bool, api_token: str | None, heartbeat: float
+    receiver: WebhookReceiver,
+    *,
+    api: bool,
+    api_token: str | None,
+    api_auth: bool = True,
+    heartbeat: float,
+    body_timeout: float | None = C.DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     routes: list[BaseRoute] = [
-        Route("/webhooks/{provider}", webhook_endpoint(receiver), methods=["GET", "POST"])
+        Route(
+            "/webhooks/{provider}",
+            webhook_endpoint(receiver, body_timeout),
+            methods=["GET", "POST"],
+        )
     ]
     tracker = receiver.tracker
     if api and isinstance(tracker, Tracker):
         routes.extend(_Api(tracker, heartbeat).routes())
-    middleware = [Middleware(_BearerToken, token=api_token)] if api_token else []
+    middleware = [Middleware(_Guard, token=api_token, open=not api_auth)]
     app = Starlette(routes=routes, middleware=middleware)
     app.state.receiver = receiver
     return app

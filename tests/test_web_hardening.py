@@ -141,7 +141,7 @@ def test_garbage_in_any_parameter_is_answered_400_never_500(
     names = ROUTES[route]
 
     @settings(
-        max_examples=60,
+        max_examples=40,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

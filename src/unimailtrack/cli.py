@@ -245,9 +245,10 @@ class _Progress:
 def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "serve",
-        help="run the webhook endpoints and the JSON API",
+        help="run the webhook endpoints, the JSON API and the dashboard",
         description="Serve POST /webhooks/{provider} for every provider in the DSN, the "
-        "read-only JSON API under /api/ and the live change stream /api/changes.",
+        "read-only JSON API under /api/, the live change stream /api/changes and the "
+        "dashboard at /.",
     )
     p.add_argument("--dsn", default=os.environ.get(DSN_ENV), help=f"default: ${DSN_ENV}")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (%(default)s)")
@@ -259,7 +260,8 @@ def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="BYTES",
         help="refuse larger webhook bodies with 413 (%(default)s)",
     )
-    p.add_argument("--no-api", action="store_true", help="serve the webhooks only")
+    p.add_argument("--no-api", action="store_true", help="serve no JSON API")
+    p.add_argument("--no-dashboard", action="store_true", help="serve no dashboard (HTML screens)")
     p.add_argument(
         "--api-token",
         default=os.environ.get(API_AUTH_ENV),
@@ -300,6 +302,7 @@ def serve(args: argparse.Namespace) -> int:
             api_token=args.api_token or None,
             api_auth=not args.no_api_auth,
             body_timeout=args.body_timeout if args.body_timeout > 0 else None,
+            dashboard=not args.no_dashboard,
         )
     except BaseException:
         tracker.close()
@@ -315,12 +318,14 @@ def _check_api_access(args: argparse.Namespace) -> None:
 
     if args.api_token and args.no_api_auth:
         raise ConfigurationError("--api-token and --no-api-auth contradict each other: pick one")
-    if args.no_api or args.api_token or args.no_api_auth or is_loopback(args.host):
+    nothing_private = args.no_api and args.no_dashboard
+    if nothing_private or args.api_token or args.no_api_auth or is_loopback(args.host):
         return
     raise ConfigurationError(
         f"--host {args.host} serves the API beyond this machine, and the API shows every "
         f"recipient's address and history: give it a token (--api-token or ${API_AUTH_ENV}), "
-        "or --no-api-auth when your own authentication stands in front of it, or --no-api"
+        "or --no-api-auth when your own authentication stands in front of it, or --no-api "
+        "--no-dashboard"
     )
 
 

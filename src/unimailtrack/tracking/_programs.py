@@ -768,7 +768,8 @@ _UPDATED_SQL = (
 _RECORD_SELECT = (
     "m.tracking_id, m.bulk_id, m.recipient, m.name, m.sender, m.subject, m.category, "
     "m.metadata, m.tags, m.provider, m.message_id, "
-    f"{BADGE_SQL}, {_REASON_SQL}, m.sent_at_us, {_UPDATED_SQL}, m.opens, m.clicks"
+    f"{BADGE_SQL}, {_REASON_SQL}, m.sent_at_us, {_UPDATED_SQL}, m.opens, m.clicks, "
+    "m.track_opens, m.track_clicks"
 )
 _NEWEST_FIRST = "ORDER BY m.sent_at_us DESC, m.tracking_id DESC"
 
@@ -807,6 +808,8 @@ def _record_from_row(row: Sequence[Any]) -> SendRecord:
         updated_at=from_micros(row[14]),
         opens=int(row[15]),
         clicks=int(row[16]),
+        track_opens=bool(row[17]),
+        track_clicks=bool(row[18]),
     )
 
 
@@ -877,6 +880,13 @@ class ReportFilter:
     providers: Sequence[str] = ()
     bulk_id: str | None = None
     recipient: str | None = None
+    search: str | None = None
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own ``%``, ``_`` and ``\\`` literal."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def report(
@@ -896,6 +906,12 @@ def report(
     if filters.recipient is not None:
         where.append("m.recipient_key = :recipient_key")
         params["recipient_key"] = dedupe_key(filters.recipient)
+    if filters.search:
+        where.append(
+            "(LOWER(m.recipient) LIKE :search ESCAPE '\\' "
+            "OR LOWER(COALESCE(m.subject, '')) LIKE :search ESCAPE '\\')"
+        )
+        params["search"] = _like(filters.search)
     if filters.statuses:
         where.append(_in_list(f"({BADGE_SQL})", "status", filters.statuses, params))
     if filters.categories:
@@ -1011,7 +1027,13 @@ SELECT
     COALESCE(SUM(m.opens), 0),
     COALESCE(SUM(m.clicks), 0),
     COUNT(*) FILTER (WHERE m.opens > 0),
-    COUNT(*) FILTER (WHERE m.clicks > 0)
+    COUNT(*) FILTER (WHERE m.clicks > 0),
+    COALESCE(SUM((
+        SELECT COUNT(*) FROM events e
+        WHERE e.tracking_id = m.tracking_id AND e.type = 'opened' AND e.machine
+    )), 0),
+    COUNT(*) FILTER (WHERE m.track_opens),
+    COUNT(*) FILTER (WHERE m.track_clicks)
 FROM messages m WHERE m.bulk_id = :bulk_id
 """
 
@@ -1033,6 +1055,11 @@ def state(tracking_id: str, clock: Clock) -> Program[MessageState]:
     """The fold of every stored event of the message: exactly ``lifecycle.fold``."""
     events = yield from timeline(tracking_id)
     return fold(events, now=clock.now, deferred_expiry=clock.expiry)
+
+
+def ping() -> Program[bool]:
+    rows = yield Query("SELECT 1")
+    return bool(rows) and int(rows[0][0]) == 1
 
 
 def count_events() -> Program[int]:

@@ -107,6 +107,8 @@ class SendRecord:
     updated_at: datetime
     opens: int = 0
     clicks: int = 0
+    track_opens: bool = False
+    track_clicks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +148,10 @@ class BulkStats:
     ``clicks`` count every open and click event; ``unique_opens`` and ``unique_clicks`` the
     recipients with at least one. ``sent`` counts the copies a provider accepted;
     ``suppressed``, ``duplicates`` and ``not_sent`` (failed at sending) the ones never sent.
-    ``failed`` includes deferrals that expired.
+    ``failed`` includes deferrals that expired. ``machine_opens`` counts the open events a
+    provider marked as machine-made (a privacy proxy fetching images), included in ``opens``.
+    ``open_tracked`` and ``click_tracked`` count the recipients whose send asked for open and
+    click tracking: where they are 0, no open or click was ever going to be reported.
     """
 
     bulk_id: str
@@ -169,6 +174,9 @@ class BulkStats:
     clicks: int = 0
     unique_opens: int = 0
     unique_clicks: int = 0
+    machine_opens: int = 0
+    open_tracked: int = 0
+    click_tracked: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,6 +209,14 @@ class Tracker:
         """The async twin of :meth:`ingest`."""
         return await self._arun(self._ingest(events))
 
+    def ping(self) -> bool:
+        """True when the store answers a trivial query; raises ``StoreError`` when it does
+        not (a readiness check)."""
+        return self._run(_Op(P.ping, write=False))
+
+    async def aping(self) -> bool:
+        return await self._arun(_Op(P.ping, write=False))
+
     def count_events(self) -> int:
         """How many events are stored (contract)."""
         return self._run(_Op(P.count_events, write=False))
@@ -279,6 +287,7 @@ class Tracker:
         provider: str | Iterable[str] | None,
         bulk_id: str | None,
         recipient: str | None,
+        search: str | None,
         cursor: str | None,
         limit: int,
     ) -> _Op[Page[SendRecord]]:
@@ -290,6 +299,7 @@ class Tracker:
             providers=_names(provider),
             bulk_id=bulk_id,
             recipient=recipient,
+            search=search,
         )
         clock, limit = self._clock(), _positive("limit", limit)
         return _Op(lambda: P.report(filters, cursor, limit, clock), write=False)
@@ -304,15 +314,26 @@ class Tracker:
         provider: str | Iterable[str] | None = None,
         bulk_id: str | None = None,
         recipient: str | None = None,
+        search: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[SendRecord]:
         """The "Track Emails" view: sends newest first, filtered by when they were sent
         (``since`` inclusive, ``until`` exclusive), badge, category, provider, bulk send or
-        recipient; each filter takes one value or several."""
+        recipient; each filter takes one value or several. ``search`` keeps the sends whose
+        recipient or subject contains it, case-insensitively."""
         return self._run(
             self._report(
-                since, until, status, category, provider, bulk_id, recipient, cursor, limit
+                since,
+                until,
+                status,
+                category,
+                provider,
+                bulk_id,
+                recipient,
+                search,
+                cursor,
+                limit,
             )
         )
 
@@ -326,12 +347,22 @@ class Tracker:
         provider: str | Iterable[str] | None = None,
         bulk_id: str | None = None,
         recipient: str | None = None,
+        search: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[SendRecord]:
         return await self._arun(
             self._report(
-                since, until, status, category, provider, bulk_id, recipient, cursor, limit
+                since,
+                until,
+                status,
+                category,
+                provider,
+                bulk_id,
+                recipient,
+                search,
+                cursor,
+                limit,
             )
         )
 

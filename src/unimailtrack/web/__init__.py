@@ -1,7 +1,8 @@
 """The web face of unimailtrack: an ASGI app and thin helpers for existing applications.
 
 ``create_app(receiver)`` (contract) is a Starlette app with the webhook endpoints, a read-only
-JSON API over the receiver's tracker and a Server-Sent Events stream of badge changes; run it
+JSON API over the receiver's tracker, a Server-Sent Events stream of badge changes and, with
+``dashboard=True``, the server-rendered dashboard; run it
 with any ASGI server, or ``unimailtrack serve``. ``unimailtrack.web.fastapi``,
 ``unimailtrack.web.flask`` and ``unimailtrack.web.django`` add the webhook endpoints to an
 application built on those frameworks. Each framework is imported on first use; a missing one
@@ -28,6 +29,7 @@ def create_app(
     api_auth: bool = True,
     heartbeat: float = 15.0,
     body_timeout: float | None = 30.0,
+    dashboard: bool = False,
 ) -> Starlette:
     """The ASGI app for ``receiver`` (contract).
 
@@ -43,6 +45,11 @@ def create_app(
     A request body that has not arrived in full within ``body_timeout`` seconds is answered
     408 and its connection closed; a client that goes away mid-body is logged in one line.
     A malformed query or path parameter is answered 400 with the reason.
+
+    ``dashboard`` adds the server-rendered screens (``/`` Track Emails, ``/sends/{id}``,
+    ``/contacts/{address}``, ``/bulk/{id}``, ``/suppressions``, ``/alerts``; docs/dashboard.md),
+    protected like the API: the bearer token, or the session cookie of its login form. Every
+    app answers ``/healthz`` and ``/readyz``; with ``api``, ``/openapi.json`` describes it.
     """
     from unimailtrack.web._app import build_app
 
@@ -53,4 +60,5 @@ def create_app(
         api_auth=api_auth,
         heartbeat=heartbeat,
         body_timeout=body_timeout,
+        dashboard=dashboard,
     )

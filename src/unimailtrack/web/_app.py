@@ -17,18 +17,19 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from unimailtrack import _constants as C
-from unimailtrack.errors import InvalidQuery, MissingDependency
+from unimailtrack.errors import ConfigurationError, InvalidQuery, MissingDependency
 
 try:
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
-    from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import Response, StreamingResponse
+    from starlette.requests import ClientDisconnect, Request, cookie_parser
+    from starlette.responses import RedirectResponse, Response, StreamingResponse
     from starlette.routing import BaseRoute, Route
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 except ImportError:  # pragma: no cover - exercised in the no-extras CI lane
     raise MissingDependency("starlette", "web", purpose="The unimailtrack web app") from None
 
@@ -36,6 +37,11 @@ from pydantic_core import to_json
 
 from unimailtrack.tracking import StateChange, StoreError, Tracker
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
+
+if TYPE_CHECKING:
+    from unimailtrack.web._dashboard import Dashboard
+
+SESSION_COOKIE = "umt_session"
 
 __all__ = ["BodyTimeout", "as_response", "build_app", "read_limited", "webhook_endpoint"]
 
@@ -167,7 +173,7 @@ _MAX_LISTED = 50
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _text(raw: str | None, name: str) -> str | None:
+def text_param(raw: str | None, name: str) -> str | None:
     """A text parameter, refused when it holds a control character (NUL cannot even reach
     PostgreSQL) or is longer than any value the tracker keeps."""
     if raw is None:
@@ -180,25 +186,26 @@ def _text(raw: str | None, name: str) -> str | None:
 
 
 def _param(query: Mapping[str, str], name: str) -> str | None:
-    return _text(query.get(name), name)
+    return text_param(query.get(name), name)
 
 
-def _path(request: Request, name: str) -> str:
-    value = _text(request.path_params[name], name)
+def path_param(request: Request, name: str) -> str:
+    """A path parameter, checked as ``text_param`` checks."""
+    value = text_param(request.path_params[name], name)
     assert value is not None
     return value
 
 
-def _whole(query: Mapping[str, str], name: str, default: int, most: int) -> int:
+def whole_param(query: Mapping[str, str], name: str, default: int, most: int) -> int:
     raw = query.get(name, str(default))
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and 1 <= int(raw) <= most):
         raise InvalidQuery(name, f"must be a whole number from 1 to {most}")
     return int(raw)
 
 
-def _time(query: Mapping[str, str], name: str) -> datetime | None:
-    raw = _param(query, name)
-    if raw is None:
+def time_param(raw: str | None, name: str) -> datetime | None:
+    """An ISO 8601 time (UTC when it names no zone), or None when not given."""
+    if text_param(raw, name) is None or raw is None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
@@ -250,15 +257,15 @@ class _Api:
     async def report(self, request: Request) -> Response:
         query = request.query_params
         page = await self.tracker.areport(
-            since=_time(query, "since"),
-            until=_time(query, "until"),
+            since=time_param(query.get("since"), "since"),
+            until=time_param(query.get("until"), "until"),
             status=_listed(query, "status"),
             category=_listed(query, "category"),
             provider=_listed(query, "provider"),
             bulk_id=_param(query, "bulk_id"),
             recipient=_param(query, "recipient"),
             cursor=_param(query, "cursor"),
-            limit=_whole(query, "limit", 50, _MAX_PAGE),
+            limit=whole_param(query, "limit", 50, _MAX_PAGE),
         )
         return _json(page)
 
@@ -266,7 +273,7 @@ class _Api:
         """The state of one send (the fold of its events), its record under ``send`` (null
         while only events are known) and, once recorded, its badge as status and reason:
         a send just made shows ``accepted`` with an empty timeline."""
-        tracking_id = _path(request, "tracking_id")
+        tracking_id = path_param(request, "tracking_id")
         record = await self.tracker.asend(tracking_id)
         state = await self.tracker.astate(tracking_id)
         if record is None and not state.timeline:
@@ -277,19 +284,19 @@ class _Api:
         return _json({**answer, "send": record})
 
     async def timeline(self, request: Request) -> Response:
-        return _json(await self.tracker.atimeline(_path(request, "tracking_id")))
+        return _json(await self.tracker.atimeline(path_param(request, "tracking_id")))
 
     async def history(self, request: Request) -> Response:
         query = request.query_params
         page = await self.tracker.ahistory(
-            _path(request, "address"),
+            path_param(request, "address"),
             cursor=_param(query, "cursor"),
-            limit=_whole(query, "limit", 25, _MAX_PAGE),
+            limit=whole_param(query, "limit", 25, _MAX_PAGE),
         )
         return _json(page)
 
     async def bulk_stats(self, request: Request) -> Response:
-        stats = await self.tracker.abulk_stats(_path(request, "bulk_id"))
+        stats = await self.tracker.abulk_stats(path_param(request, "bulk_id"))
         if stats.recipients == 0:
             return _problem(404, "no bulk send is recorded under this id")
         return _json(stats)
@@ -297,24 +304,24 @@ class _Api:
     async def bulk_rows(self, request: Request) -> Response:
         query = request.query_params
         page = await self.tracker.abulk_rows(
-            _path(request, "bulk_id"),
+            path_param(request, "bulk_id"),
             sort=_param(query, "sort") or "date",
             descending=_order(query),
             status=_listed(query, "status"),
             cursor=_param(query, "cursor"),
-            limit=_whole(query, "limit", _MAX_PAGE, _MAX_ROWS),
+            limit=whole_param(query, "limit", _MAX_PAGE, _MAX_ROWS),
         )
         return _json(page)
 
     async def suppressions(self, request: Request) -> Response:
         query = request.query_params
         page = await self.tracker.asuppressions(
-            cursor=_param(query, "cursor"), limit=_whole(query, "limit", _MAX_PAGE, _MAX_ROWS)
+            cursor=_param(query, "cursor"), limit=whole_param(query, "limit", _MAX_PAGE, _MAX_ROWS)
         )
         return _json(page)
 
     async def suppression(self, request: Request) -> Response:
-        found = await self.tracker.asuppression(_path(request, "address"))
+        found = await self.tracker.asuppression(path_param(request, "address"))
         if found is None:
             return _problem(404, "this address is not suppressed")
         return _json(found)
@@ -322,8 +329,8 @@ class _Api:
     async def domain_alerts(self, request: Request) -> Response:
         query = request.query_params
         alerts = await self.tracker.adomain_alerts(
-            threshold=_whole(query, "threshold", 3, 1_000_000),
-            window=timedelta(hours=_whole(query, "hours", 24, 24 * 366)),
+            threshold=whole_param(query, "threshold", 3, 1_000_000),
+            window=timedelta(hours=whole_param(query, "hours", 24, 24 * 366)),
         )
         return _json(alerts)
 
@@ -331,7 +338,7 @@ class _Api:
         """``text/event-stream``: one ``state`` event per badge change, filtered by any of
         ``tracking_id``, ``bulk_id`` and ``recipient``."""
         wanted = {
-            key: _text(request.query_params[key], key) or ""
+            key: text_param(request.query_params[key], key) or ""
             for key in ("tracking_id", "bulk_id", "recipient")
             if key in request.query_params
         }
@@ -403,18 +410,31 @@ def _beyond_loopback(scope: Scope) -> bool:
     return not address.is_loopback
 
 
-class _Guard:
-    """Access to ``/api/``: with a token, ``Authorization: Bearer <token>`` is required;
-    without one, only connections that arrived on loopback are answered, unless ``open`` says
-    the operator put their own authentication in front. Webhooks stay public."""
+_PUBLIC = ("/webhooks/", "/healthz", "/readyz", "/openapi.json", "/static/", "/login")
+"""What needs no token: the providers' endpoints (their signatures guard them), the health
+checks, the API's description, the stylesheet and script, and the login form."""
 
-    def __init__(self, app: ASGIApp, token: str | None, open: bool) -> None:
+
+def _is_public(path: str) -> bool:
+    return any(path == p or path.startswith(p) for p in _PUBLIC)
+
+
+class _Guard:
+    """Access to everything but ``_PUBLIC``: with a token, ``Authorization: Bearer <token>``
+    or the dashboard's session cookie is required; without one, only connections that arrived
+    on loopback are answered, unless ``open`` says the operator put their own authentication
+    in front. A dashboard page without a session sends the browser to the login form."""
+
+    def __init__(
+        self, app: ASGIApp, token: str | None, open: bool, dashboard: Dashboard | None
+    ) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
         self.open = open
+        self.dashboard = dashboard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+        if scope["type"] == "http" and not _is_public(scope["path"]):
             refusal = self.refusal(scope)
             if refusal is not None:
                 await refusal(scope, receive, send)
@@ -422,21 +442,96 @@ class _Guard:
         await self.app(scope, receive, send)
 
     def refusal(self, scope: Scope) -> Response | None:
+        api = scope["path"].startswith("/api/") or self.dashboard is None
         if self.expected is not None:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if hmac.compare_digest(given, self.expected):
+            headers = dict(scope["headers"])
+            if hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
                 return None
+            if self.dashboard is not None:
+                cookies = cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
+                if self.dashboard.sessions.valid(cookies.get(SESSION_COOKIE)):
+                    return None
+            if not api and scope["method"] in ("GET", "HEAD"):
+                target = scope["path"] + (
+                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+                )
+                root = scope.get("root_path", "")
+                return RedirectResponse(f"{root}/login?{urlencode({'next': target})}", 303)
             response = _problem(401, "this API needs Authorization: Bearer <token>")
             response.headers["www-authenticate"] = "Bearer"
             return response
         if self.open or not _beyond_loopback(scope):
             return None
-        return _problem(
-            403,
+        detail = (
             "this API is served beyond loopback without a token: start it with an API token "
             "(serve --api-token), or api_auth=False (serve --no-api-auth) behind your own "
-            "authentication",
+            "authentication"
         )
+        if api or self.dashboard is None:
+            return _problem(403, detail)
+        return self.dashboard.error_page(
+            Request(scope), 403, "Forbidden", detail[0].upper() + detail[1:] + "."
+        )
+
+
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_SECURITY_HEADERS = [
+    (b"content-security-policy", _CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class _SecurityHeaders:
+    """A Content-Security-Policy on every answer: only the script and stylesheet this
+    package ships may run or apply; no inline script, no other origin, no framing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in message.get("headers", [])}
+                extra = [(n, v) for n, v in _SECURITY_HEADERS if n not in names]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+# --------------------------------------------------------------------------- health
+
+
+def _health(receiver: WebhookReceiver) -> list[BaseRoute]:
+    from unimailtrack import __version__
+
+    async def healthz(request: Request) -> Response:
+        """Liveness: the process answers."""
+        return _json({"status": "ok", "version": __version__})
+
+    async def readyz(request: Request) -> Response:
+        """Readiness: the store answers too."""
+        tracker = receiver.tracker
+        if not isinstance(tracker, Tracker):
+            return _json({"status": "ready", "store": None})
+        try:
+            await tracker.aping()
+        except StoreError:
+            response = _json({"status": "unavailable", "store": "unreachable"}, 503)
+            response.headers["retry-after"] = "5"
+            return response
+        return _json({"status": "ready", "store": "reachable"})
+
+    return [Route("/healthz", healthz), Route("/readyz", readyz)]
 
 
 def build_app(
@@ -447,18 +542,65 @@ def build_app(
     api_auth: bool = True,
     heartbeat: float,
     body_timeout: float | None = C.DEFAULT_BODY_TIMEOUT,
+    dashboard: bool = False,
 ) -> Starlette:
     routes: list[BaseRoute] = [
         Route(
             "/webhooks/{provider}",
             webhook_endpoint(receiver, body_timeout),
             methods=["GET", "POST"],
-        )
+        ),
+        *_health(receiver),
     ]
     tracker = receiver.tracker
-    if api and isinstance(tracker, Tracker):
-        routes.extend(_Api(tracker, heartbeat).routes())
-    middleware = [Middleware(_Guard, token=api_token, open=not api_auth)]
-    app = Starlette(routes=routes, middleware=middleware)
+    board: Dashboard | None = None
+    if (api or dashboard) and isinstance(tracker, Tracker):
+        endpoints = _Api(tracker, heartbeat)
+        if api:
+            routes.extend(endpoints.routes())
+            routes.append(Route("/openapi.json", _openapi(endpoints)))
+        else:  # the dashboard's live badges need the change stream
+            routes.append(Route("/api/changes", _answering(endpoints.changes)))
+    if dashboard:
+        if not isinstance(tracker, Tracker):
+            raise ConfigurationError("the dashboard needs a receiver with a Tracker")
+        from unimailtrack.web._dashboard import Dashboard, Sessions
+
+        board = Dashboard(tracker, Sessions(api_token), body_timeout=body_timeout)
+        routes.extend(board.routes())
+    middleware = [
+        Middleware(_SecurityHeaders),
+        Middleware(_Guard, token=api_token, open=not api_auth, dashboard=board),
+    ]
+    handlers = {} if board is None else _html_errors(board)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.receiver = receiver
     return app
+
+
+def _openapi(api: _Api) -> Endpoint:
+    from unimailtrack.web._openapi import document
+
+    async def openapi(request: Request) -> Response:
+        return _json(document(request.scope.get("root_path", "")))
+
+    return openapi
+
+
+def _html_errors(board: Dashboard) -> dict[Any, Any]:
+    """404 and 405 as dashboard pages, except under ``/api/`` and ``/webhooks/``, which
+    answer JSON as before."""
+
+    async def handler(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        detail = getattr(exc, "detail", "")
+        if request.url.path.startswith(("/api/", "/webhooks/")):
+            return _problem(status, str(detail))
+        title = {404: "Not found", 405: "Method not allowed"}.get(status, "Error")
+        text = {
+            404: f"There is no page at {request.url.path!r}.",
+            405: f"{request.method} is not how {request.url.path!r} is used.",
+        }.get(status, str(detail))
+        return board.error_page(request, status, title, text)
+
+    return {404: handler, 405: handler}

@@ -723,3 +723,18 @@ def test_without_the_api_the_dashboard_keeps_only_its_change_stream(tmp_path: An
         with TestClient(app, base_url="http://127.0.0.1") as client:
             assert client.get("/api/sends").status_code == 404
             assert client.get("/").status_code == 200
+
+
+def test_a_contact_known_only_by_its_suppression_has_a_page(site: Site) -> None:
+    site.tracker.suppress("never-sent@example.com", "asked by phone")
+    page = site.client.get("/contacts/never-sent@example.com")
+    assert page.status_code == 200 and "asked by phone" in page.text
+    assert '<span class="count" title="sent to this address">0</span>' in page.text
+
+
+def test_pages_about_one_send_or_bulk_listen_to_its_changes_only(site: Site) -> None:
+    tid = site.tid("ann@example.com")
+    assert f'data-changes="tracking_id={tid}"' in site.client.get(f"/sends/{tid}").text
+    bulk = site.client.get(f"/bulk/{site.bulk.bulk_id}").text
+    assert f'data-changes="bulk_id={site.bulk.bulk_id}"' in bulk
+    assert 'data-changes=""' in site.client.get("/").text

@@ -407,3 +407,19 @@ def test_a_body_in_time_is_still_stored(served: tuple[str, subprocess.Popen[str]
     body, headers = memory.webhook([event])
     with httpx.Client(base_url=base, timeout=10) as client:
         assert client.post("/webhooks/memory", content=body, headers=headers).json()["new"] == 1
+
+
+@pytest.mark.parametrize(
+    "allowed",
+    [["--api-token", "t0ken"], ["--no-api-auth"], ["--no-api", "--no-dashboard"]],
+)
+def test_serve_goes_beyond_loopback_with_a_token_or_an_explicit_choice(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, allowed: list[str]
+) -> None:
+    # Past the access check, the next thing serve needs is a DSN: its absence is what stops it.
+    monkeypatch.delenv("UNIMAILTRACK_DSN", raising=False)
+    monkeypatch.delenv("UNIMAILTRACK_API_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", *allowed]) == Exit.CONFIG
+    err = capsys.readouterr().err
+    assert "no DSN" in err
+    assert "beyond this machine" not in err

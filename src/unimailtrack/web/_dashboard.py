@@ -265,6 +265,7 @@ class Dashboard:
         if fresh:
             cookie = secrets.token_urlsafe(32)
         assert cookie is not None
+        context.setdefault("changes", "")
         html = self.env.get_template(template).render(
             root=request.scope.get("root_path", ""),
             csrf=self.sessions.csrf_for(cookie),
@@ -392,6 +393,7 @@ class Dashboard:
         return self.render(
             request,
             "send.html",
+            changes=urlencode({"tracking_id": tracking_id}),
             tracking_id=tracking_id,
             record=record,
             state=state,
@@ -406,8 +408,6 @@ class Dashboard:
         cursor = text_param(query.get("cursor"), "cursor") or None
         rows_only = query.get("part") == "rows"
         page = await self.tracker.ahistory(address, cursor=cursor, limit=HISTORY_PAGE)
-        if page.total == 0 and cursor is None:
-            raise _missing("contact", address)
         next_url = None
         if page.next_cursor is not None:
             next_url = "?" + urlencode({"cursor": page.next_cursor})
@@ -415,6 +415,8 @@ class Dashboard:
         if rows_only:
             return self.render(request, "contact_rows.html", **context)
         suppression = await self.tracker.asuppression(address)
+        if page.total == 0 and suppression is None:
+            raise _missing("contact", address)
         return self.render(
             request, "contact.html", suppression=suppression, first=cursor is None, **context
         )
@@ -465,6 +467,7 @@ class Dashboard:
         return self.render(
             request,
             "bulk.html",
+            changes=urlencode({"bulk_id": bulk_id}),
             stats=stats,
             sort=sort,
             order=order,
@@ -528,11 +531,12 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         target = _local(request.query_params.get("next"))
+        needs = {"needs_token": self.sessions.token is not None}
         if request.method == "GET":
-            return self.render(request, "login.html", target=target, failed=False)
+            return self.render(request, "login.html", target=target, failed=False, **needs)
         fields = await self._form(request)
         if not self.sessions.token_matches(fields.get("token", "")):
-            return self.render(request, "login.html", 401, target=target, failed=True)
+            return self.render(request, "login.html", 401, target=target, failed=True, **needs)
         response = RedirectResponse(request.scope.get("root_path", "") + target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,

@@ -32,7 +32,9 @@
       if (state) { state.hidden = true; }
       return;
     }
-    var source = new EventSource(root + "/api/changes");
+    // The page's own part of the stream (one send, one bulk send), or every change.
+    var only = document.body.getAttribute("data-changes");
+    var source = new EventSource(root + "/api/changes" + (only ? "?" + only : ""));
     source.addEventListener("open", function () {
       document.body.setAttribute("data-live", "on");
     });

@@ -432,10 +432,9 @@ def test_a_form_without_a_valid_csrf_token_changes_nothing(site: Site) -> None:
     assert _lift(site, "bob@example.org").status_code == 403
     assert _lift(site, "bob@example.org", data={"csrf": "0" * 64}).status_code == 403
     token = site.csrf()
-    cross = _lift(
-        site, "bob@example.org", data={"csrf": token}, headers={"origin": "https://evil.example"}
-    )
-    assert cross.status_code == 403
+    for origin in ("https://evil.example", "null", "http://127.0.0.1:8025.evil.example"):
+        cross = _lift(site, "bob@example.org", data={"csrf": token}, headers={"origin": origin})
+        assert cross.status_code == 403, origin
     # Another browser's token does not fit this browser's cookie.
     site.client.cookies.clear()
     site.client.cookies.set(CSRF_COOKIE, "x" * 43)
@@ -445,7 +444,10 @@ def test_a_form_without_a_valid_csrf_token_changes_nothing(site: Site) -> None:
 
 def test_lifting_and_correcting_through_the_forms(site: Site) -> None:
     token = site.csrf()
-    lifted = _lift(site, "bob@example.org", data={"csrf": token})
+    # The browser's Origin names this host (a proxy ending TLS changes only the scheme).
+    lifted = _lift(
+        site, "bob@example.org", data={"csrf": token}, headers={"origin": "https://127.0.0.1:8025"}
+    )
     assert lifted.status_code == 303
     assert site.tracker.suppression("bob@example.org") is None
     page = site.client.get(lifted.headers["location"]).text
@@ -545,6 +547,12 @@ def test_without_a_token_the_pages_answer_only_on_loopback(site: Site) -> None:
     assert beyond.status_code == 403 and "text/html" in beyond.headers["content-type"]
     assert "--api-token" in beyond.text
     assert _asgi_get(app, "http://192.0.2.7:8025", "/healthz").status_code == 200
+    # A proxy on this machine in front of the app: loopback connection, forwarded request.
+    for header in ("x-forwarded-for", "forwarded", "x-real-ip"):
+        proxied = site.client.get("/suppressions", headers={header: "198.51.100.9"})
+        assert proxied.status_code == 403, header
+        assert site.client.get("/api/suppressions", headers={header: "x"}).status_code == 403
+    assert site.client.get("/suppressions").status_code == 200
 
 
 def test_every_answer_carries_a_policy_forbidding_inline_script(site: Site) -> None:

@@ -419,11 +419,21 @@ def _is_public(path: str) -> bool:
     return any(path == p or path.startswith(p) for p in _PUBLIC)
 
 
+_FORWARDING = (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+
+
+def _forwarded(scope: Scope) -> bool:
+    """True when a proxy says it forwarded the request: it came from elsewhere, even though
+    the connection is a loopback one (a proxy on this machine in front of the app)."""
+    return any(name in _FORWARDING for name, _ in scope["headers"])
+
+
 class _Guard:
     """Access to everything but ``_PUBLIC``: with a token, ``Authorization: Bearer <token>``
     or the dashboard's session cookie is required; without one, only connections that arrived
-    on loopback are answered, unless ``open`` says the operator put their own authentication
-    in front. A dashboard page without a session sends the browser to the login form."""
+    on loopback, and not forwarded by a proxy, are answered, unless ``open`` says the operator
+    put their own authentication in front. A dashboard page without a session sends the
+    browser to the login form."""
 
     def __init__(
         self, app: ASGIApp, token: str | None, open: bool, dashboard: Dashboard | None
@@ -460,7 +470,7 @@ class _Guard:
             response = _problem(401, "this API needs Authorization: Bearer <token>")
             response.headers["www-authenticate"] = "Bearer"
             return response
-        if self.open or not _beyond_loopback(scope):
+        if self.open or not (_beyond_loopback(scope) or _forwarded(scope)):
             return None
         detail = (
             "this API is served beyond loopback without a token: start it with an API token "

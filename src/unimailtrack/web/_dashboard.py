@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from unimailtrack.errors import InvalidQuery, MissingDependency
 
@@ -330,8 +330,7 @@ class Dashboard:
         except (UnicodeDecodeError, ValueError):
             raise InvalidQuery("form", "cannot be read") from None
         origin = request.headers.get("origin")
-        expected = f"{request.url.scheme}://{request.url.netloc}"
-        if (origin is not None and origin != expected) or not self.sessions.csrf_valid(
+        if (origin is not None and not _same_host(origin, request)) or not self.sessions.csrf_valid(
             request.cookies.get(CSRF_COOKIE), fields.get("csrf")
         ):
             raise _PageError(
@@ -553,6 +552,13 @@ class Dashboard:
         response = RedirectResponse(request.scope.get("root_path", "") + "/login", 303)
         response.delete_cookie(SESSION_COOKIE)
         return response
+
+
+def _same_host(origin: str, request: Request) -> bool:
+    """Whether the browser's ``Origin`` names this site (``null`` never does). The scheme is
+    not compared: a proxy that ends TLS in front of the app changes it, not the host."""
+    host = request.headers.get("host", "")
+    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
 
 
 def _local(target: str | None) -> str:

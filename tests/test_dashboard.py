@@ -356,6 +356,8 @@ def test_unknown_ids_answer_a_404_page_that_says_which(site: Site) -> None:
         assert "text/html" in answer.headers["content-type"]
         assert f"No {what} is known under" in answer.text
         assert path.rsplit("/", 1)[1] in answer.text
+    wrong = site.client.get("/suppressions/lift")
+    assert wrong.status_code == 405 and "GET is not how" in wrong.text
     missing = site.client.get("/no/such/page")
     assert missing.status_code == 404 and "There is no page at" in missing.text
     assert site.client.get("/api/sends/nothing-here").headers["content-type"] == "application/json"
@@ -746,3 +748,25 @@ def test_pages_about_one_send_or_bulk_listen_to_its_changes_only(site: Site) -> 
     bulk = site.client.get(f"/bulk/{site.bulk.bulk_id}").text
     assert f'data-changes="bulk_id={site.bulk.bulk_id}"' in bulk
     assert 'data-changes=""' in site.client.get("/").text
+
+
+def test_the_analytics_panel_loads_more_rows_in_pages_of_100(site: Site) -> None:
+    crowd = site.mailer.send(
+        Email(
+            sender="e@example.com",
+            to=[f"guest{n:03d}@example.com" for n in range(130)],
+            subject="Crowd",
+            text="x",
+        )
+    )
+    page = site.client.get(f"/bulk/{crowd.bulk_id}", params={"sort": "email", "order": "asc"})
+    emails = re.findall(r'class="email"><a [^>]+>([^<]+)</a>', page.text)
+    assert len(emails) == 100 and emails[0] == "guest000@example.com"
+    more = re.search(r'href="(\?[^"]+)" data-load-more data-target="panel-rows"', page.text)
+    assert more is not None
+    rest = site.client.get(
+        f"/bulk/{crowd.bulk_id}" + more.group(1).replace("&amp;", "&") + "&part=rows"
+    )
+    tail = re.findall(r'class="email"><a [^>]+>([^<]+)</a>', rest.text)
+    assert tail == [f"guest{n:03d}@example.com" for n in range(100, 130)]
+    assert "data-load-more" not in rest.text

@@ -9,6 +9,7 @@ a random cookie under a key the browser never sees.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -125,10 +126,14 @@ def _plain(value: Any) -> str:
 
 
 def suppression_fields() -> list[tuple[str, str]]:
-    """(field name, heading) for every field of the current ``Suppression`` model."""
+    """(field name, heading) for every field of the current ``Suppression`` model, in the
+    model's order (a pydantic model or a dataclass alike)."""
+    if dataclasses.is_dataclass(Suppression):
+        names = [f.name for f in dataclasses.fields(Suppression)]
+    else:
+        names = list(Suppression.model_fields)
     return [
-        (name, SUPPRESSION_LABELS.get(name, name.replace("_", " ").capitalize()))
-        for name in Suppression.model_fields
+        (name, SUPPRESSION_LABELS.get(name, name.replace("_", " ").capitalize())) for name in names
     ]
 
 

@@ -1,11 +1,12 @@
 # make test: a virtual environment of its own, then ruff, mypy --strict and pytest.
-# make demo: the main job on the embedded default, with no account anywhere.
+# make demo: the main job on the embedded default, with no account anywhere; the dashboard
+# stays up at the end until Ctrl-C (in a terminal).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench fuzz clean
+.PHONY: test lint typecheck pytest demo bench fuzz screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ $(DEMO_STAMP): $(BIN)/python pyproject.toml
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m unimailtrack.demo
+
+# Screenshots of every dashboard screen for docs/dashboard.md, from the real pages in the
+# system's headless Chromium (apt-get install chromium chromium-driver).
+screenshots: $(STAMP)
+	$(BIN)/python docs/screenshots.py
 
 # The benchmarks compare against django-anymail, which lives only in its own environment.
 BENCH_VENV := .venv-bench

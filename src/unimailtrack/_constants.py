@@ -36,3 +36,7 @@ HEALTH_GRACE = timedelta(minutes=15)
 report them yet."""
 ORPHAN_AFTER = timedelta(hours=1)
 """An event that no send has claimed this long after its arrival counts as an orphan."""
+
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a request body may take to arrive in full; a slower one is answered 408 and its
+connection closed, so that a client trickling bytes cannot hold a worker."""

@@ -331,9 +331,10 @@ class _Progress:
 def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "serve",
-        help="run the webhook endpoints and the JSON API",
+        help="run the webhook endpoints, the JSON API and the dashboard",
         description="Serve POST /webhooks/{provider} for every provider in the DSN, the "
-        "read-only JSON API under /api/ and the live change stream /api/changes.",
+        "read-only JSON API under /api/, the live change stream /api/changes and the "
+        "dashboard at /.",
     )
     p.add_argument("--dsn", default=os.environ.get(DSN_ENV), help=f"default: ${DSN_ENV}")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (%(default)s)")
@@ -345,12 +346,26 @@ def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="BYTES",
         help="refuse larger webhook bodies with 413 (%(default)s)",
     )
-    p.add_argument("--no-api", action="store_true", help="serve the webhooks only")
+    p.add_argument("--no-api", action="store_true", help="serve no JSON API")
+    p.add_argument("--no-dashboard", action="store_true", help="serve no dashboard (HTML screens)")
     p.add_argument(
         "--api-token",
         default=os.environ.get(API_AUTH_ENV),
         metavar="TOKEN",
-        help=f"require 'Authorization: Bearer TOKEN' on /api/ (default: ${API_AUTH_ENV})",
+        help=f"require 'Authorization: Bearer TOKEN' on /api/ (default: ${API_AUTH_ENV}); "
+        "needed to listen beyond loopback",
+    )
+    p.add_argument(
+        "--no-api-auth",
+        action="store_true",
+        help="serve /api/ without a token beyond loopback: only behind your own authentication",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=C.DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="answer 408 and hang up when a request body takes longer (%(default)s)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
@@ -377,12 +392,20 @@ def serve(args: argparse.Namespace) -> int:
     from unimailtrack.web import create_app
     from unimailtrack.webhooks import WebhookReceiver
 
+    _check_api_access(args)
     adapters = _configured_adapters(args)
     _warn_unkeyed(adapters)
     tracker = _open_tracker(args, create=True)
     try:
         receiver = WebhookReceiver(adapters, tracker, max_body_size=args.max_body_size)
-        app = create_app(receiver, api=not args.no_api, api_token=args.api_token)
+        app = create_app(
+            receiver,
+            api=not args.no_api,
+            api_token=args.api_token or None,
+            api_auth=not args.no_api_auth,
+            body_timeout=args.body_timeout if args.body_timeout > 0 else None,
+            dashboard=not args.no_dashboard,
+        )
     except BaseException:
         tracker.close()
         raise
@@ -500,6 +523,24 @@ def _warn_unkeyed(adapters: Mapping[str, Adapter]) -> None:
                 f"warning: no webhook key for {name}: every {name} webhook will be refused "
                 "(401); add its key to the DSN (see docs/configuration.md)"
             )
+
+
+def _check_api_access(args: argparse.Namespace) -> None:
+    """Refuse to serve the API (every recipient's address and history) to the network
+    without a token, unless ``--no-api-auth`` says something else guards it."""
+    from unimailtrack.web._app import is_loopback
+
+    if args.api_token and args.no_api_auth:
+        raise ConfigurationError("--api-token and --no-api-auth contradict each other: pick one")
+    nothing_private = args.no_api and args.no_dashboard
+    if nothing_private or args.api_token or args.no_api_auth or is_loopback(args.host):
+        return
+    raise ConfigurationError(
+        f"--host {args.host} serves the API beyond this machine, and the API shows every "
+        f"recipient's address and history: give it a token (--api-token or ${API_AUTH_ENV}), "
+        "or --no-api-auth when your own authentication stands in front of it, or --no-api "
+        "--no-dashboard"
+    )
 
 
 def run_server(

@@ -10,6 +10,8 @@
    them twice and out of order on purpose; then each recipient's final status and reason.
 5. Last, each bulk send's analytics row, the suppression list (kept across providers: the
    later sends refuse the addresses the first one lost) and the domain alerts.
+6. The dashboard stays up, its URL printed, until Ctrl-C: the same story in a browser. In a
+   shell with no terminal on standard input (a script, CI) the demo ends by itself.
 
 ``python -m unimailtrack.demo --delay 0`` runs it as fast as it goes.
 """
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import queue
 import subprocess
 import sys
@@ -302,8 +305,30 @@ async def story(emulator: Emulator, site: str, store: str) -> None:
         await tracker.aclose()
 
 
-def run(delay: float, home: Path) -> None:
-    """The emulator in this process, ``serve`` in another, the store in ``home``."""
+def interactive() -> bool:
+    """True when someone is at a terminal to press Ctrl-C: standard input is a TTY and this
+    is not CI."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty() and not os.environ.get("CI")
+    except ValueError:  # standard input closed
+        return False
+
+
+def linger(site: str, keep: bool) -> None:
+    """Leave the dashboard up until Ctrl-C when ``keep``; say where it was either way."""
+    if not keep:
+        print(f"\nThe dashboard ran at {site}/ (in a terminal, the demo keeps it open).")
+        return
+    print(f"\nThe dashboard: {site}/  (open it in a browser; Ctrl-C to stop)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+    print()
+
+
+def run(delay: float, home: Path, *, keep: bool = False) -> None:
+    """The emulator in this process, ``serve`` in another, the store in ``home``; with
+    ``keep``, the dashboard stays up at the end until Ctrl-C."""
     store = f"sqlite:///{home / 'tracking.sqlite3'}"
     emulator = Emulator(delay=delay, duplicate=0.3, reorder=True, seed=2026)
     with open(home / "serve.log", "w+", encoding="utf-8") as log, emulator:
@@ -315,6 +340,7 @@ def run(delay: float, home: Path) -> None:
                 emulator.webhooks = where
                 print(f"unimailtrack serve takes their webhooks at {where}")
                 asyncio.run(story(emulator, site, store))
+                linger(site, keep)
         except BaseException:
             log.seek(0)
             print("\nunimailtrack serve said:\n" + log.read().strip(), file=sys.stderr)
@@ -329,11 +355,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=DEFAULT_DELAY,
         help="seconds between a recipient's events (%(default)s; 0 for the fastest run)",
     )
+    parser.add_argument(
+        "--exit",
+        action="store_true",
+        help="end after the story instead of keeping the dashboard up (the default without "
+        "a terminal)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(format="  (%(name)s) %(message)s", level=logging.WARNING)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="unimailtrack-demo-") as home:
-        run(args.delay, Path(home))
+        run(args.delay, Path(home), keep=interactive() and not args.exit)
     print(f"\nDone in {time.monotonic() - started:.1f} s.")
     return 0
 

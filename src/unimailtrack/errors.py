@@ -8,6 +8,7 @@ all. The tree::
     │   ├── MissingDependency       an optional extra is not installed
     │   └── NotSupported            the provider (or its adapter) has no such feature
     ├── InvalidAddress (ValueError) an e-mail address cannot be used
+    ├── InvalidQuery (ValueError)   a cursor, limit, sort or filter cannot be used
     ├── SendError                   a provider did not take a send request
     │   ├── InvalidRequest          the provider refused the request as malformed (4xx)
     │   │   └── PayloadTooLarge     the request was over the provider's size limit (413)
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigurationError",
     "FieldError",
     "InvalidAddress",
+    "InvalidQuery",
     "InvalidRequest",
     "MissingDependency",
     "NotPermitted",
@@ -118,6 +120,18 @@ class InvalidAddress(UnimailtrackError, ValueError):
     def __init__(self, address: str, problem: str) -> None:
         super().__init__(f"invalid e-mail address {address!r}: {problem}")
         self.address = address
+        self.problem = problem
+
+
+class InvalidQuery(UnimailtrackError, ValueError):
+    """A question to the tracker cannot be asked as given: a cursor that is not one this
+    listing handed out (tampered, cut short, from another listing, out of range), a limit, sort
+    key, status or time that cannot be used. ``parameter`` names it, ``problem`` says why; the
+    web app answers it 400."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter} {problem}")
+        self.parameter = parameter
         self.problem = problem
 
 

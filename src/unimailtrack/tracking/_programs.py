@@ -593,7 +593,7 @@ def suppress(claim: S.Claim, now_us: int, policy: S.SoftBouncePolicy) -> Program
 def list_suppressions(cursor: str | None, limit: int, now_us: int) -> Program[Page[Suppression]]:
     position = None
     if cursor is not None:
-        at, key, scope = decode_cursor("suppressions", cursor, 3)
+        at, key, scope = decode_cursor("suppressions", cursor, int, str, str)
         position = (int(at), str(key), str(scope))
     items, next_cursor, total = yield from S.listing(position, limit, now_us)
     return Page(tuple(items), next_cursor, total)
@@ -727,7 +727,8 @@ _UPDATED_SQL = (
 _RECORD_SELECT = (
     "m.tracking_id, m.bulk_id, m.recipient, m.name, m.sender, m.subject, m.category, "
     "m.metadata, m.tags, m.provider, m.message_id, "
-    f"{BADGE_SQL}, {_REASON_SQL}, m.sent_at_us, {_UPDATED_SQL}, m.opens, m.clicks"
+    f"{BADGE_SQL}, {_REASON_SQL}, m.sent_at_us, {_UPDATED_SQL}, m.opens, m.clicks, "
+    "m.track_opens, m.track_clicks"
 )
 _NEWEST_FIRST = "ORDER BY m.sent_at_us DESC, m.tracking_id DESC"
 
@@ -766,6 +767,8 @@ def _record_from_row(row: Sequence[Any]) -> SendRecord:
         updated_at=from_micros(row[14]),
         opens=int(row[15]),
         clicks=int(row[16]),
+        track_opens=bool(row[17]),
+        track_clicks=bool(row[18]),
     )
 
 
@@ -779,7 +782,7 @@ def _newest_first_page(
     """A page of send records, newest first, by keyset on (sent at, tracking id)."""
     total = yield Query(f"SELECT COUNT(*) FROM messages m WHERE {' AND '.join(where)}", params)
     if cursor is not None:
-        sent, tracking_id = decode_cursor(kind, cursor, 2)
+        sent, tracking_id = decode_cursor(kind, cursor, int, str)
         where = [*where, "(m.sent_at_us, m.tracking_id) < (:after_sent, :after_id)"]
         params = {**params, "after_sent": sent, "after_id": tracking_id}
     rows = yield Query(
@@ -836,6 +839,13 @@ class ReportFilter:
     providers: Sequence[str] = ()
     bulk_id: str | None = None
     recipient: str | None = None
+    search: str | None = None
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its own ``%``, ``_`` and ``\\`` literal."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def report(
@@ -855,6 +865,12 @@ def report(
     if filters.recipient is not None:
         where.append("m.recipient_key = :recipient_key")
         params["recipient_key"] = dedupe_key(filters.recipient)
+    if filters.search:
+        where.append(
+            "(LOWER(m.recipient) LIKE :search ESCAPE '\\' "
+            "OR LOWER(COALESCE(m.subject, '')) LIKE :search ESCAPE '\\')"
+        )
+        params["search"] = _like(filters.search)
     if filters.statuses:
         where.append(_in_list(f"({BADGE_SQL})", "status", filters.statuses, params))
     if filters.categories:
@@ -896,6 +912,17 @@ SORT_KEYS: Mapping[str, str] = {
 }
 """What ``bulk_rows`` sorts by: ``date`` is when the badge last moved."""
 
+_NUMBER = (int, type(None))
+SORT_TYPES: Mapping[str, tuple[type, ...]] = {
+    "date": _NUMBER,
+    "sent_at": _NUMBER,
+    "name": (str,),
+    "email": (str,),
+    "status": _NUMBER,
+}
+"""What a bulk-rows cursor may hold for each sort key."""
+assert set(SORT_TYPES) == set(SORT_KEYS)
+
 
 def bulk_rows(
     bulk_id: str,
@@ -926,7 +953,7 @@ def bulk_rows(
         total = int(counted[0][0])
     direction, after = ("DESC", "<") if descending else ("ASC", ">")
     if cursor is not None:
-        value, tracking_id = decode_cursor(kind, cursor, 2)
+        value, tracking_id = decode_cursor(kind, cursor, SORT_TYPES[sort], str)
         where.append(f"({key}, m.tracking_id) {after} (:after_value, :after_id)")
         params.update(after_value=value, after_id=tracking_id)
     params["limit"] = limit + 1
@@ -965,7 +992,13 @@ SELECT
     COALESCE(SUM(m.opens), 0),
     COALESCE(SUM(m.clicks), 0),
     COUNT(*) FILTER (WHERE m.opens > 0),
-    COUNT(*) FILTER (WHERE m.clicks > 0)
+    COUNT(*) FILTER (WHERE m.clicks > 0),
+    COALESCE(SUM((
+        SELECT COUNT(*) FROM events e
+        WHERE e.tracking_id = m.tracking_id AND e.type = 'opened' AND e.machine
+    )), 0),
+    COUNT(*) FILTER (WHERE m.track_opens),
+    COUNT(*) FILTER (WHERE m.track_clicks)
 FROM messages m WHERE m.bulk_id = :bulk_id
 """
 
@@ -987,6 +1020,11 @@ def state(tracking_id: str, clock: Clock) -> Program[MessageState]:
     """The fold of every stored event of the message: exactly ``lifecycle.fold``."""
     events = yield from timeline(tracking_id)
     return fold(events, now=clock.now, deferred_expiry=clock.expiry)
+
+
+def ping() -> Program[bool]:
+    rows = yield Query("SELECT 1")
+    return bool(rows) and int(rows[0][0]) == 1
 
 
 def count_events() -> Program[int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, overload
 
+from unimailtrack.errors import InvalidQuery
 from unimailtrack.model import DeliveryStatus
 
 __all__ = [
@@ -106,6 +107,8 @@ class SendRecord:
     updated_at: datetime
     opens: int = 0
     clicks: int = 0
+    track_opens: bool = False
+    track_clicks: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +157,8 @@ class BulkStats:
     with at least one open (or click) that is not a machine's, ``open_rate`` and
     ``click_rate`` are those over ``delivered``, and ``machine_excluded`` says how many
     open and click events were left out.
+    ``open_tracked`` and ``click_tracked`` count the recipients whose send asked for open and
+    click tracking: where they are 0, no open or click was ever going to be reported.
     """
 
     bulk_id: str
@@ -187,6 +192,8 @@ class BulkStats:
     open_rate: float = 0.0
     click_rate: float = 0.0
     machine_excluded: int = 0
+    open_tracked: int = 0
+    click_tracked: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,17 +231,31 @@ def encode_cursor(kind: str, values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def decode_cursor(kind: str, cursor: str, arity: int) -> list[Any]:
-    """The keyset position in ``cursor``; ``ValueError`` when it is not one of ours for
-    ``kind`` (a cursor from another listing, or a tampered one)."""
+MAX_CURSOR_LENGTH = 1024
+"""Longer than any cursor this module hands out; a longer one is refused before decoding."""
+
+_BIGINT = 2**63
+Slot = type | tuple[type, ...]
+"""What one position of a cursor may hold: ``int`` (a 64-bit integer, never a bool), ``str``,
+``type(None)``, or a tuple of them."""
+
+
+def decode_cursor(kind: str, cursor: str, *slots: Slot) -> list[Any]:
+    """The keyset position in ``cursor``, one value per slot; ``InvalidQuery`` when it is not
+    one of ours for ``kind`` (a cursor from another listing, cut short, tampered with, or
+    holding a value the store cannot compare, such as an integer beyond 64 bits)."""
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise InvalidQuery("cursor", f"is longer than {MAX_CURSOR_LENGTH} characters")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         decoded = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error):
-        raise ValueError(f"invalid cursor {cursor!r}") from None
-    if not (isinstance(decoded, list) and len(decoded) == arity + 1 and decoded[0] == kind):
-        raise ValueError(f"cursor {cursor!r} does not belong to this listing")
+    except (ValueError, UnicodeError, binascii.Error, RecursionError):
+        raise InvalidQuery("cursor", "is not a cursor this tracker handed out") from None
+    if not (isinstance(decoded, list) and len(decoded) == len(slots) + 1 and decoded[0] == kind):
+        raise InvalidQuery("cursor", "does not belong to this listing")
     values: list[Any] = decoded[1:]
-    if not all(v is None or isinstance(v, str | int) for v in values):
-        raise ValueError(f"invalid cursor {cursor!r}")
+    for value, slot in zip(values, slots, strict=True):
+        allowed = slot if isinstance(slot, tuple) else (slot,)
+        if type(value) not in allowed or (type(value) is int and not -_BIGINT <= value < _BIGINT):
+            raise InvalidQuery("cursor", "holds a position this listing cannot have")
     return values

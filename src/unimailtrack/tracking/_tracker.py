@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from unimailtrack import _constants as C
 from unimailtrack import _telemetry as telemetry
 from unimailtrack.deliverability import MxLookup
-from unimailtrack.errors import ConfigurationError
+from unimailtrack.errors import ConfigurationError, InvalidQuery
 from unimailtrack.lifecycle import DEFAULT_DEFERRED_EXPIRY, MessageState
 from unimailtrack.model import (
     Address,
@@ -99,12 +99,10 @@ def _statuses(value: StatusFilter) -> tuple[str, ...]:
         return ()
     items = [value] if isinstance(value, str) else list(value)
     known = {status.value for status in DeliveryStatus}
-    wrong = [item for item in items if str(item) not in known]
-    if wrong:
-        raise ValueError(
-            f"{', '.join(map(repr, wrong))} is not a status; the statuses are "
-            + ", ".join(status.value for status in DeliveryStatus)
-        )
+    for item in items:
+        if item not in known:
+            listed = ", ".join(status.value for status in DeliveryStatus)
+            raise InvalidQuery("status", f"must be one of {listed}, not {item!r}")
     return tuple(DeliveryStatus(item).value for item in items)
 
 
@@ -116,7 +114,7 @@ def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def _positive(name: str, value: int) -> int:
     if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+        raise InvalidQuery(name, f"must be at least 1, not {value}")
     return value
 
 
@@ -364,6 +362,14 @@ class Tracker:
         with telemetry.ingesting():
             return await self._arun(self._ingest_once(events, tokens))
 
+    def ping(self) -> bool:
+        """True when the store answers a trivial query; raises ``StoreError`` when it does
+        not (a readiness check)."""
+        return self._run(_Op(P.ping, write=False))
+
+    async def aping(self) -> bool:
+        return await self._arun(_Op(P.ping, write=False))
+
     def count_events(self) -> int:
         """How many events are stored (contract)."""
         return self._run(_Op(P.count_events, write=False))
@@ -434,6 +440,7 @@ class Tracker:
         provider: str | Iterable[str] | None,
         bulk_id: str | None,
         recipient: str | None,
+        search: str | None,
         cursor: str | None,
         limit: int,
     ) -> _Op[Page[SendRecord]]:
@@ -445,6 +452,7 @@ class Tracker:
             providers=_names(provider),
             bulk_id=bulk_id,
             recipient=recipient,
+            search=search,
         )
         clock, limit = self._clock(), _positive("limit", limit)
         return _Op(lambda: P.report(filters, cursor, limit, clock), write=False)
@@ -459,15 +467,26 @@ class Tracker:
         provider: str | Iterable[str] | None = None,
         bulk_id: str | None = None,
         recipient: str | None = None,
+        search: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[SendRecord]:
         """The "Track Emails" view: sends newest first, filtered by when they were sent
         (``since`` inclusive, ``until`` exclusive), badge, category, provider, bulk send or
-        recipient; each filter takes one value or several."""
+        recipient; each filter takes one value or several. ``search`` keeps the sends whose
+        recipient or subject contains it, case-insensitively."""
         return self._run(
             self._report(
-                since, until, status, category, provider, bulk_id, recipient, cursor, limit
+                since,
+                until,
+                status,
+                category,
+                provider,
+                bulk_id,
+                recipient,
+                search,
+                cursor,
+                limit,
             )
         )
 
@@ -481,12 +500,22 @@ class Tracker:
         provider: str | Iterable[str] | None = None,
         bulk_id: str | None = None,
         recipient: str | None = None,
+        search: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[SendRecord]:
         return await self._arun(
             self._report(
-                since, until, status, category, provider, bulk_id, recipient, cursor, limit
+                since,
+                until,
+                status,
+                category,
+                provider,
+                bulk_id,
+                recipient,
+                search,
+                cursor,
+                limit,
             )
         )
 
@@ -515,7 +544,7 @@ class Tracker:
         count: bool = True,
     ) -> _Op[Page[SendRecord]]:
         if sort not in P.SORT_KEYS:
-            raise ValueError(f"cannot sort by {sort!r}; use one of {', '.join(P.SORT_KEYS)}")
+            raise InvalidQuery("sort", f"must be one of {', '.join(P.SORT_KEYS)}, not {sort!r}")
         size = BULK_PAGE if limit is None else _positive("limit", limit)
         statuses, clock = _statuses(status), self._clock()
         return _Op(

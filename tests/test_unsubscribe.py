@@ -293,7 +293,7 @@ def test_a_one_click_post_suppresses_at_once(site: tuple[httpx.Client, Tracker])
     found = tracker.suppression("ann@example.com")
     elapsed = time.perf_counter() - started
     assert answer.status_code == 200
-    assert found is not None and found.cause is EventType.UNSUBSCRIBED
+    assert found is not None and found.cause == EventType.UNSUBSCRIBED
     assert found.reason == "one-click unsubscribe from marketing"
     assert elapsed < 1.0  # immediate: suppressed before the answer, within the request
     [stored] = tracker.timeline("t-ann")

@@ -10,7 +10,6 @@ that wait.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from collections.abc import Mapping, Sequence
@@ -346,6 +345,8 @@ class AsyncMailer(_MailerBase):
         copies = self._one_click(email, pending)
         if copies is None:
             return await adapter.adeliver(email, pending)
+        import asyncio  # here, so that a sync send never loads the event loop machinery
+
         gate = asyncio.Semaphore(adapter.max_concurrency)
 
         async def one(copy: Email, recipient: Recipient) -> Delivery:

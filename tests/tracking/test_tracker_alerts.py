@@ -248,7 +248,7 @@ def test_an_ordinary_hard_bounce_still_suppresses(store: Store) -> None:
         ]
     )
     found = tracker.suppression("gone@example.org")
-    assert found is not None and found.cause is EventType.BOUNCED
+    assert found is not None and found.cause == EventType.BOUNCED
 
 
 def test_blocks_at_one_mailbox_provider_raise_an_alert_naming_it(store: Store) -> None:

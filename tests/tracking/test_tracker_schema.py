@@ -159,6 +159,8 @@ def test_a_version_1_suppression_list_moves_into_the_history(store: Store) -> No
         # hand.
         yield Query("DELETE FROM schema_migrations WHERE version >= 3")
         yield Query("DROP INDEX events_by_provider")
+        yield Query("DROP TABLE alerts")
+        yield Query("DROP TABLE outbox")
         yield Query("DROP TABLE suppression_history")
         yield Query("DROP TABLE suppression_locks")
         yield Query("DROP INDEX events_soft_bounces")

@@ -20,6 +20,7 @@ when events were waiting, attaches them. Whichever commits second sees the first
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -993,10 +994,6 @@ SELECT
     COALESCE(SUM(m.clicks), 0),
     COUNT(*) FILTER (WHERE m.opens > 0),
     COUNT(*) FILTER (WHERE m.clicks > 0),
-    COALESCE(SUM((
-        SELECT COUNT(*) FROM events e
-        WHERE e.tracking_id = m.tracking_id AND e.type = 'opened' AND e.machine
-    )), 0),
     COUNT(*) FILTER (WHERE m.track_opens),
     COUNT(*) FILTER (WHERE m.track_clicks)
 FROM messages m WHERE m.bulk_id = :bulk_id
@@ -1005,7 +1002,11 @@ FROM messages m WHERE m.bulk_id = :bulk_id
 
 def bulk_stats(bulk_id: str, clock: Clock) -> Program[BulkStats]:
     rows = yield Query(_STATS_SQL, {"bulk_id": bulk_id, **clock.params})
-    return BulkStats(bulk_id, *(int(value) for value in rows[0]))
+    values = [int(value) for value in rows[0]]
+    # The split of opens and clicks by who made them is added by ``_engagement``.
+    return dataclasses.replace(
+        BulkStats(bulk_id, *values[:-2]), open_tracked=values[-2], click_tracked=values[-1]
+    )
 
 
 def timeline(tracking_id: str) -> Program[list[EmailEvent]]:

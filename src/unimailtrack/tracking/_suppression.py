@@ -186,7 +186,16 @@ def _claim(row: Sequence[Any]) -> Claim:
 
 
 def _lifts(lift: Claim, add: Claim) -> bool:
-    if lift.scope_key not in (add.scope_key, EVERY_SCOPE) or lift.at_us < add.at_us:
+    """Whether ``lift`` lifts ``add``: a lift covers what is older than it; a lift made by
+    hand (or by a correction) also covers every claim recorded before it, whatever that
+    claim's own date (a provider's clock may run ahead of ours), so that lifting by hand
+    always lifts what the person saw. Both are properties of the claims, not of the order
+    they arrived in."""
+    if lift.scope_key not in (add.scope_key, EVERY_SCOPE):
+        return False
+    if lift.at_us < add.at_us and not (
+        lift.source == MANUAL and add.recorded_at_us <= lift.recorded_at_us
+    ):
         return False
     return lift.cause != RESUBSCRIBED or add.cause == UNSUBSCRIBED
 

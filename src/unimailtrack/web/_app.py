@@ -559,26 +559,14 @@ class _SecurityHeaders:
 
 
 def _health(receiver: WebhookReceiver) -> list[BaseRoute]:
+    """``/healthz``; ``/readyz``, with every provider's webhook health, is ``_operate``'s."""
     from unimailtrack import __version__
 
     async def healthz(request: Request) -> Response:
         """Liveness: the process answers."""
         return _json({"status": "ok", "version": __version__})
 
-    async def readyz(request: Request) -> Response:
-        """Readiness: the store answers too."""
-        tracker = receiver.tracker
-        if not isinstance(tracker, Tracker):
-            return _json({"status": "ready", "store": None})
-        try:
-            await tracker.aping()
-        except StoreError:
-            response = _json({"status": "unavailable", "store": "unreachable"}, 503)
-            response.headers["retry-after"] = "5"
-            return response
-        return _json({"status": "ready", "store": "reachable"})
-
-    return [Route("/healthz", healthz), Route("/readyz", readyz)]
+    return [Route("/healthz", healthz)]
 
 
 def build_app(

@@ -123,6 +123,32 @@ ROUTES: Final[dict[str, dict[str, Any]]] = {
             ),
         ],
     },
+    "/api/alerts": {
+        "summary": "Sender-reputation and mailbox-provider alerts, evaluated now",
+        "parameters": [
+            _query(
+                "all",
+                "1 for every alert kept, closed ones included; 0 (the default) for the open ones",
+                {"type": "integer", "enum": [0, 1], "default": 0},
+            )
+        ],
+    },
+    "/api/dead-letters": {
+        "summary": "Webhook bodies that could not be read, newest first",
+        "parameters": [
+            _query("provider", "only this provider's"),
+            _limit(100, 1000),
+        ],
+    },
+    "/api/dead-letters/{letter_id}": {
+        "summary": "One dead letter with its headers and body (404 when there is none)",
+        "parameters": [_path("letter_id", "the dead letter's id")],
+    },
+    "/metrics": {
+        "summary": "The counters in Prometheus' text format (needs unimailtrack[prometheus])",
+        "parameters": [],
+        "content": "text/plain",
+    },
     "/api/changes": {
         "summary": "Server-Sent Events: one `state` event per badge change",
         "parameters": [

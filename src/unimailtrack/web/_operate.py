@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from unimailtrack import _telemetry as telemetry
+from unimailtrack.errors import InvalidQuery
 from unimailtrack.tracking import DeadLetter, StoreError, Tracker
 from unimailtrack.webhooks import WebhookReceiver
 
@@ -67,8 +68,11 @@ def dead_letter_endpoints(tracker: Tracker) -> dict[str, Endpoint]:
         query = request.query_params
         raw = query.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise ValueError("limit must be a whole number from 1 to 1000")
-        letters = await tracker.adead_letters(provider=query.get("provider"), limit=int(raw))
+            raise InvalidQuery("limit", "must be a whole number from 1 to 1000")
+        from unimailtrack.web._app import text_param  # _app imports this module
+
+        provider = text_param(query.get("provider"), "provider")
+        letters = await tracker.adead_letters(provider=provider, limit=int(raw))
         return _json({"items": [_summary(letter) for letter in letters]})
 
     async def one(request: Request) -> Response:

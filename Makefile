@@ -70,6 +70,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/mailgun_refusal.py
 	$(BENCH_VENV)/bin/python bench/suppression.py
 	$(BENCH_VENV)/bin/python bench/alerts.py
+	$(BENCH_VENV)/bin/python bench/queue
 	$(BENCH_VENV)/bin/python bench/scorecard.py
 
 clean:

@@ -375,6 +375,12 @@ def _add_serve(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="serve from N processes sharing the port (%(default)s); each opens the store",
     )
+    p.add_argument(
+        "--queue",
+        metavar="URL",
+        help="enqueue verified webhooks here instead of storing them (redis://...?stream=NAME, "
+        "sqs://NAME?region=..., postgresql://...?outbox=1); run unimailtrack worker to store them",
+    )
     _store_option(p)
     p.set_defaults(run=serve)
 
@@ -397,7 +403,12 @@ def serve(args: argparse.Namespace) -> int:
     _warn_unkeyed(adapters)
     tracker = _open_tracker(args, create=True)
     try:
-        receiver = WebhookReceiver(adapters, tracker, max_body_size=args.max_body_size)
+        queue = None
+        if args.queue:
+            from unimailtrack.queue import open_queue
+
+            queue = open_queue(args.queue)
+        receiver = WebhookReceiver(adapters, tracker, max_body_size=args.max_body_size, queue=queue)
         app = create_app(
             receiver,
             api=not args.no_api,
@@ -589,6 +600,144 @@ def run_server(
                 await finish()
 
     asyncio.run(run())
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _add_worker(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="store the webhooks a queue holds",
+        description="Read verified webhook envelopes from a queue in batches, store their "
+        "events and acknowledge them after the commit; retry with backoff, keep an envelope that "
+        "keeps failing as a dead letter. SIGTERM finishes the batch in hand and stops.",
+    )
+    p.add_argument(
+        "--queue",
+        "--source",
+        dest="queue",
+        required=True,
+        metavar="URL",
+        help="redis://...?stream=NAME, sqs://NAME?region=..., sqs+ses://NAME?region=... (SNS "
+        "envelopes of SES events, verified here), postgresql://...?outbox=1",
+    )
+    p.add_argument("--batch", type=int, default=100, metavar="N", help="envelopes a transaction")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="batches at once")
+    p.add_argument(
+        "--max-attempts", type=int, default=5, metavar="N", help="tries before a dead letter"
+    )
+    p.add_argument(
+        "--dsn",
+        default=os.environ.get(DSN_ENV),
+        help=f"adapters that verify sqs+ses messages (default: ${DSN_ENV}; else SES defaults)",
+    )
+    p.add_argument("--until-empty", action="store_true", help="stop when the queue is empty")
+    p.add_argument(
+        "--progress-every", type=float, default=10.0, metavar="SECONDS", help="summary period"
+    )
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON lines")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    _store_option(p)
+    p.set_defaults(run=worker)
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Drain ``--queue`` into ``--store`` until SIGTERM (or, ``--until-empty``, the end)."""
+    import signal
+
+    from unimailtrack.queue import Worker, open_queue, progress_printer
+
+    if args.batch < 1 or args.concurrency < 1 or args.max_attempts < 1:
+        raise ConfigurationError("--batch, --concurrency and --max-attempts must be at least 1")
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    queue = open_queue(args.queue)
+    adapters: dict[str, Adapter] = {}
+    if getattr(queue, "ses", False):
+        adapters = _configured_adapters(args) if args.dsn else {}
+        if "ses" not in adapters:
+            from unimailtrack.adapters import get_adapter_class
+
+            adapters["ses"] = get_adapter_class("ses")()
+    tracker = _open_tracker(args)
+    runner = Worker(
+        queue, tracker, adapters=adapters, batch=args.batch, max_attempts=args.max_attempts
+    )
+
+    def stop(signum: int, frame: Any) -> None:
+        runner.stop()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        stats = runner.run(
+            concurrency=args.concurrency,
+            until_empty=args.until_empty,
+            progress=progress_printer(as_json=args.json),
+            progress_every=args.progress_every,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        tracker.close()
+        queue.close()
+    progress_printer(as_json=args.json)(stats)
+    return Exit.OK
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def _duration(text: str) -> Any:
+    from datetime import timedelta
+
+    units = {"h": 3600, "d": 86400, "w": 7 * 86400}
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in units or not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90d, 12w or 72h")
+    return timedelta(seconds=int(number) * units[unit])
+
+
+def _add_retention(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "retention",
+        help="forget events older than a window (a dry run unless --apply)",
+        description="Count, or with --apply remove, the events received more than --keep ago: "
+        "PostgreSQL drops whole monthly partitions, SQLite deletes in bounded batches. Per-message "
+        "state (badges, first-seen times, counters) and suppressions are kept.",
+    )
+    p.add_argument("--keep", type=_duration, required=True, help="e.g. 90d, 12w, 72h (>= 72h)")
+    p.add_argument("--apply", action="store_true", help="remove; without it, only count")
+    p.add_argument(
+        "--dedupe-window",
+        type=_duration,
+        metavar="DURATION",
+        help="how long event ids are remembered against retries (PostgreSQL; default 14d)",
+    )
+    _store_option(p)
+    _json_option(p)
+    p.set_defaults(run=retention)
+
+
+def retention(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from unimailtrack.tracking._partitions import as_rows
+
+    with _open_tracker(args) as tracker:
+        try:
+            report = tracker.retention(
+                args.keep, apply=args.apply, dedupe_window=args.dedupe_window
+            )
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+    if args.json:
+        values = asdict(report)
+        values["keep"] = report.keep.total_seconds()
+        _emit_json(values)
+    else:
+        print(_table(["", "retention"], as_rows(report)))
+        if not report.applied:
+            print("(a dry run: nothing was removed; add --apply)")
+    return Exit.OK
 
 
 # --------------------------------------------------------------------------- send
@@ -1542,6 +1691,8 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
 
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
     _add_serve,
+    _add_worker,
+    _add_retention,
     _add_send,
     _add_replay,
     _add_verify,

@@ -21,6 +21,7 @@ all. The tree::
     ├── WebhookError                a webhook request cannot be trusted or read
     │   ├── SignatureError          not authentic, not fresh, or replayed
     │   └── PayloadError            the body cannot be read
+    ├── QueueError                  a webhook queue could not take or hand out a message
     ├── StoreError                  the tracking store could not complete an operation
     │   └── StoreContentError       the store refused what it was given (never retried)
     └── UnsubscribeTokenError       a one-click unsubscribe token is forged or expired
@@ -51,6 +52,7 @@ __all__ = [
     "PayloadError",
     "PayloadTooLarge",
     "ProviderUnavailable",
+    "QueueError",
     "RateLimited",
     "RecipientSuppressed",
     "SendError",
@@ -299,6 +301,12 @@ class SignatureError(WebhookError):
 
 class PayloadError(WebhookError):
     """The webhook body cannot be read as a whole (not JSON, wrong shape, missing a field)."""
+
+
+class QueueError(UnimailtrackError):
+    """A webhook queue (Redis Streams, Amazon SQS, a PostgreSQL outbox) could not take a
+    message, hand one out or acknowledge one. A receiver answers 503, exactly as for a store
+    failure, so that the provider retries; a worker waits and tries again."""
 
 
 class StoreError(UnimailtrackError):

@@ -17,8 +17,17 @@ retry every other non-2xx as well, Amazon SNS drops a 4xx.
 404    no adapter is configured under that provider name
 413    the body is larger than ``max_body_size``; it is not verified or read further
 503    the store failed (any error but a content refusal); nothing of the batch is
-       written, the provider retries later
+       written, the provider retries later (with a queue: the queue could not take the request)
 =====  ==============================================================================
+
+With a ``queue`` the receiver verifies, then enqueues the verified request as an
+``Envelope`` instead of storing it, and answers 200 once the queue holds it durably; a worker
+(``unimailtrack.queue.Worker``) stores it later. A Mailgun token is spent, pinned to the
+request's digest, before the envelope is enqueued (in the tracker when it is the replay
+store, else in the adapter's): a request posted again is admitted only when it is the same
+request, which is then enqueued again and stored once, so a queue that fails after the token
+was spent loses nothing, and a different request under the token is refused. The worker
+spends the token with the events in the store, the last word on a replay.
 
 A provider's single-use token (Mailgun) is spent in the transaction that stores the events
 when the tracker is the replay store (the default): a request is stored with its token or not
@@ -42,8 +51,14 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from unimailtrack import _constants as C
 from unimailtrack._telemetry import WebhookWatch
-from unimailtrack.adapters.base import Adapter, InMemoryNonceStore, ReplayToken
-from unimailtrack.errors import ConfigurationError, PayloadError, SendError, SignatureError
+from unimailtrack.adapters.base import Adapter, InMemoryNonceStore, ReplayToken, spend_token
+from unimailtrack.errors import (
+    ConfigurationError,
+    PayloadError,
+    QueueError,
+    SendError,
+    SignatureError,
+)
 from unimailtrack.model import EmailEvent
 from unimailtrack.tracking import IngestResult, StateChange, StoreContentError, StoreError
 
@@ -88,6 +103,17 @@ UNAUTHORIZED = _refusal(
 STORE_UNAVAILABLE = _refusal(
     503, "store", "the events could not be stored; retry later", **{"retry-after": "30"}
 )
+QUEUE_UNAVAILABLE = _refusal(
+    503, "queue", "the events could not be queued; retry later", **{"retry-after": "30"}
+)
+
+
+class _WebhookQueue(Protocol):
+    """What a receiver needs of a queue (``unimailtrack.queue.Queue`` is one)."""
+
+    def put(self, envelope: Any) -> None: ...
+
+    async def aput(self, envelope: Any) -> None: ...
 
 
 @runtime_checkable
@@ -203,6 +229,32 @@ class _IngestOnce:
 
 
 @dataclass(frozen=True, slots=True)
+class _Spend:
+    """Spend a request's tokens in an adapter's own replay store; False: a replay."""
+
+    adapter: Any
+    tokens: Sequence[ReplayToken]
+
+    def run(self) -> bool:
+        return all(spend_token(self.adapter.nonce_store, token) for token in self.tokens)
+
+    async def arun(self) -> bool:
+        return await asyncio.to_thread(self.run)
+
+
+@dataclass(frozen=True, slots=True)
+class _Enqueue:
+    queue: _WebhookQueue
+    envelope: Any
+
+    def run(self) -> None:
+        self.queue.put(self.envelope)
+
+    async def arun(self) -> None:
+        await self.queue.aput(self.envelope)
+
+
+@dataclass(frozen=True, slots=True)
 class _DeadLetter:
     store: EventStore
     provider: str
@@ -273,6 +325,11 @@ class WebhookReceiver:
     still on the in-process default, so a replay is refused whichever process it reaches;
     a tracker that also offers ``ingest_once`` spends each token in the transaction that
     stores the request's events.
+
+    ``queue`` (a ``unimailtrack.queue.Queue``, or a queue URL for ``open_queue``) makes the
+    receiver enqueue each verified request instead of storing it; the callbacks then run in
+    no process (a worker stores the events), and the tracker, when given, still keeps dead
+    letters and spends tokens.
     """
 
     def __init__(
@@ -284,7 +341,10 @@ class WebhookReceiver:
         on_event: EventCallback | None = None,
         on_state_change: ChangeCallback | None = None,
         confirm_subscriptions: bool = True,
+        queue: Any = None,
     ) -> None:
+        self.queue: _WebhookQueue | None = None
+        self.use_queue(queue)
         found = adapters if isinstance(adapters, Mapping) else adapters.adapters
         self.adapters: dict[str, Adapter] = dict(found)
         if not self.adapters:
@@ -304,6 +364,15 @@ class WebhookReceiver:
             for adapter in self.adapters.values():
                 if isinstance(getattr(adapter, "nonce_store", None), InMemoryNonceStore):
                     adapter.nonce_store = tracker  # type: ignore[attr-defined]
+
+    def use_queue(self, queue: Any) -> None:
+        """Enqueue verified requests to ``queue`` (a ``unimailtrack.queue.Queue`` or a queue
+        URL) from now on instead of storing them; None: store them again."""
+        if isinstance(queue, str):
+            from unimailtrack.queue import open_queue
+
+            queue = open_queue(queue)
+        self.queue = queue
 
     @property
     def providers(self) -> list[str]:
@@ -425,7 +494,7 @@ class WebhookReceiver:
             return self.not_found(provider)
         if len(body) > self.max_body_size:
             return self.too_large()
-        unspent = self._spends_with_events(adapter)
+        unspent = self.queue is not None or self._spends_with_events(adapter)
         try:
             unwrapped: Unwrapped = yield _Unwrap(adapter, body, headers, now, unspent)
         except SignatureError:
@@ -441,6 +510,8 @@ class WebhookReceiver:
         events, tokens = unwrapped
         if not events and self.confirm_subscriptions and _confirms_subscriptions(adapter):
             return (yield from self._control(provider, adapter, body, headers, now))
+        if self.queue is not None:
+            return (yield from self._enqueue(provider, adapter, body, headers, events, tokens))
         if self.tracker is None:
             return (yield from self._deliver_only(provider, events))
         if not events and not tokens:
@@ -489,6 +560,56 @@ class WebhookReceiver:
                 "duplicates": result.duplicates,
             },
         )
+
+    def _enqueue(
+        self,
+        provider: str,
+        adapter: Adapter,
+        body: bytes,
+        headers: Mapping[str, str],
+        events: Sequence[EmailEvent],
+        tokens: Sequence[ReplayToken],
+    ) -> Generator[_Step, Any, WebhookResponse]:
+        """Spend the request's tokens (pinned to its digest), then enqueue the verified
+        request; answer 200 once the queue holds it."""
+        assert self.queue is not None
+        if not events and not tokens:
+            return _answer(200, {"ok": True, "events": 0, "queued": False})
+        if tokens and not self._may_use(tokens):
+            log.warning(
+                "%s webhook refused: the token belongs to a request not yet queued", provider
+            )
+            return UNAUTHORIZED
+        if tokens:
+            try:
+                if self._spends_with_events(adapter):
+                    admitted = (yield _IngestOnce(self.tracker, (), tokens)) is not None
+                else:
+                    admitted = yield _Spend(adapter, tokens)
+            except StoreError as exc:
+                log.error("%s webhook: spending the token failed: %s", provider, exc)
+                self._pin(tokens)
+                return STORE_UNAVAILABLE
+            if not admitted:
+                log.warning("%s webhook refused: the token was spent by another request", provider)
+                return UNAUTHORIZED
+        from unimailtrack.queue import Envelope
+
+        envelope = Envelope.of(
+            provider, body, headers, verified=adapter.verify_webhooks, tokens=tokens
+        )
+        try:
+            yield _Enqueue(self.queue, envelope)
+        except Exception as exc:  # QueueError, or whatever a queue client raised
+            level = logging.ERROR if isinstance(exc, QueueError) else logging.CRITICAL
+            log.log(
+                level, "%s webhook: enqueuing %d event(s) failed: %s", provider, len(events), exc
+            )
+            self._pin(tokens)
+            return QUEUE_UNAVAILABLE
+        for token in tokens:
+            self._pinned.pop(token.key, None)
+        return _answer(200, {"ok": True, "events": len(events), "queued": True})
 
     def _may_use(self, tokens: Sequence[ReplayToken]) -> bool:
         now = datetime.now(UTC)

@@ -11,7 +11,11 @@ deadlock or serialization failure that still happens is retried whole, out of th
 sight.
 
 The URL is a libpq URL plus options of ours: ``schema`` (default ``unimailtrack``; created
-when missing), ``pool_min`` and ``pool_max``.
+when missing), ``pool_min`` and ``pool_max``, ``statement_timeout`` and ``lock_timeout``
+(PostgreSQL durations such as ``10s`` or ``500ms``; ``0`` turns one off). Every statement of
+ingestion (and of every other operation) runs under both, so that a stuck database (a lock
+held, a statement that never ends) fails a webhook fast with 503 instead of holding every
+connection of the pool; migrations run without them.
 """
 
 from __future__ import annotations
@@ -21,18 +25,26 @@ import logging
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from unimailtrack.errors import ConfigurationError, MissingDependency
 from unimailtrack.tracking._live import decode_changes, encode_changes
+from unimailtrack.tracking._partitions import (
+    ensure_partitions,
+    month_start,
+    partitioned_insert_sql,
+)
 from unimailtrack.tracking._records import StateChange
 from unimailtrack.tracking._schema import column_kinds, migrate
 from unimailtrack.tracking._store import (
     Dialect,
     Emit,
+    InsertNew,
     Outcome,
     Params,
     ProgramFactory,
@@ -63,7 +75,10 @@ T = TypeVar("T")
 
 DEFAULT_SCHEMA = "unimailtrack"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
-_OUR_OPTIONS = frozenset({"schema", "pool_min", "pool_max"})
+_OUR_OPTIONS = frozenset({"schema", "pool_min", "pool_max", "statement_timeout", "lock_timeout"})
+DEFAULT_STATEMENT_TIMEOUT = "10s"
+DEFAULT_LOCK_TIMEOUT = "2s"
+_DURATION = re.compile(r"\d{1,9}(?:us|ms|s|min)?")
 _OPEN_TIMEOUT = 10.0
 _LISTEN_POLL = 0.2
 """Seconds between the listener's checks that it should stop."""
@@ -108,6 +123,12 @@ class PostgresDialect(Dialect):
         ``Upsert`` are that statement with ``RETURNING``."""
         if isinstance(step, Query):
             return super().statements(step)
+        if isinstance(step, InsertNew) and step.head.startswith("INSERT INTO events ("):
+            # Partitioned: the ids are unique in event_ids, not in events (_partitions).
+            if not step.rows:
+                return []
+            columns = [list(column) for column in zip(*step.rows, strict=True)]
+            return [(_partitioned_events_sql(step.head), columns)]
         if not isinstance(step, Write):
             step = step.returning()
         if not step.rows:
@@ -137,6 +158,18 @@ def _unnest_sql(head: str, tail: str) -> str:
     return f"{head} {unnested} ORDER BY n {tail}".rstrip()
 
 
+@cache
+def _partitioned_events_sql(head: str) -> str:
+    found = _HEAD.fullmatch(head)
+    assert found is not None, head
+    names = found[2]
+    kinds = column_kinds()["events"]
+    arrays = ", ".join(
+        f"%b::{PostgresDialect.array_types[kinds[name]]}" for name in names.split(", ")
+    )
+    return partitioned_insert_sql(names, arrays, "RETURNING event_id")
+
+
 def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
     """The libpq URL without our options, and our options."""
     parts = urlsplit(url)
@@ -154,6 +187,15 @@ def _int_option(options: dict[str, str], name: str, default: int) -> int:
         raise ConfigurationError(f"the tracker URL option {name} must be a whole number") from None
     if value < 1:
         raise ConfigurationError(f"the tracker URL option {name} must be at least 1")
+    return value
+
+
+def _duration(options: dict[str, str], name: str, default: str) -> str:
+    value = options.get(name, default).strip()
+    if not _DURATION.fullmatch(value):
+        raise ConfigurationError(
+            f"the tracker URL option {name} must be a duration such as 10s, 500ms or 0"
+        )
     return value
 
 
@@ -250,7 +292,17 @@ class PostgresStore(Store):
         self._max = _int_option(options, "pool_max", 8)
         self._min = min(_int_option(options, "pool_min", 1), self._max)
         self.dialect = PostgresDialect(f"unimailtrack_{schema}", secrets.token_hex(8))
-        self._kwargs: dict[str, Any] = {"autocommit": True, "options": f"-c search_path={schema}"}
+        timeouts = " ".join(
+            f"-c {name}={_duration(options, name, default)}"
+            for name, default in (
+                ("statement_timeout", DEFAULT_STATEMENT_TIMEOUT),
+                ("lock_timeout", DEFAULT_LOCK_TIMEOUT),
+            )
+        )
+        self._kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "options": f"-c search_path={schema} {timeouts}",
+        }
         self._lock = threading.Lock()
         self._closed = False
         self._async: tuple[asyncio.AbstractEventLoop, AsyncConnectionPool, Any] | None = None
@@ -267,8 +319,13 @@ class PostgresStore(Store):
         )
         try:
             self._pool.open(wait=True, timeout=_OPEN_TIMEOUT)
-            lock = (Query("SELECT pg_advisory_xact_lock(hashtext(?))", (self._lock_name,)),)
+            lock = (
+                Query("SET LOCAL statement_timeout = 0"),
+                Query("SET LOCAL lock_timeout = 0"),
+                Query("SELECT pg_advisory_xact_lock(hashtext(?))", (self._lock_name,)),
+            )
             self.run(lambda: migrate(self.dialect, lock, now_us), write=True)
+            self._extend_partitions()
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close()
             raise StoreError(f"cannot connect to PostgreSQL within {_OPEN_TIMEOUT:g}s") from exc
@@ -306,8 +363,27 @@ class PostgresStore(Store):
         if self._closed:
             raise StoreError("the tracker is closed")
 
+    _partitions_checked_until = 0.0
+    """When the partitions ahead must be checked again (a month before the last one ends)."""
+
+    def _extend_partitions(self) -> None:
+        """Create the partitions of this month and the months ahead that are missing. A
+        failure (a lock not granted in time) is logged and tried again in a minute: the
+        partitions are made months ahead, so there is time."""
+        now = datetime.now(UTC)
+        try:
+            end, _ = self.run(lambda: ensure_partitions(now), write=True)
+        except StoreError as exc:
+            log.warning("creating the event partitions ahead failed (%s); retrying later", exc)
+            self._partitions_checked_until = time.time() + 60
+            return
+        self._partitions_checked_until = month_start(end, -1).timestamp()
+
     def run(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
         self._check_open()
+        if self._partitions_checked_until and time.time() >= self._partitions_checked_until:
+            self._partitions_checked_until = 0.0
+            self._extend_partitions()
 
         def once() -> Outcome[T]:
             emitted: list[StateChange] = []
@@ -361,6 +437,9 @@ class PostgresStore(Store):
         return pool
 
     async def arun(self, program: ProgramFactory[T], *, write: bool) -> Outcome[T]:
+        if self._partitions_checked_until and time.time() >= self._partitions_checked_until:
+            self._partitions_checked_until = 0.0
+            await asyncio.to_thread(self._extend_partitions)
         pool = await self._apool()
 
         async def once() -> Outcome[T]:

@@ -25,13 +25,20 @@ Tables (times are integer microseconds since the epoch, UTC):
   ``_suppression``), ``dead_letters``, ``nonces``: the suppression list, unparseable webhook
   bodies, and webhook tokens already seen (with a digest of the request that spent each, when
   it was spent together with its events).
+- ``event_ids`` (PostgreSQL): every event id received within the deduplication window, with
+  when; on PostgreSQL ``events`` is partitioned by ``received_at_us`` (``_partitions``), and a
+  unique index of a partitioned table must hold the partition key, so the id's uniqueness
+  lives here instead.
+
+A migration may add statements for one backend only (``per_dialect``), run after its shared
+statements there and nowhere else.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
 
@@ -66,6 +73,11 @@ class Migration:
     version: int
     description: str
     statements: Sequence[str]
+    per_dialect: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Statements for one backend (by ``Dialect.name``), after the shared ones."""
+
+    def statements_for(self, dialect: str) -> tuple[str, ...]:
+        return (*self.statements, *self.per_dialect.get(dialect, ()))
 
 
 _V1 = Migration(
@@ -304,12 +316,100 @@ _V5_DELIVERABILITY = Migration(
 ``outbox``: one row per (endpoint, message) to deliver; ``status`` is ``pending``,
 ``delivered`` or ``failed``; a claimed row carries a lease."""
 
+_EVENT_COLUMNS_DDL = """
+            event_id {key} NOT NULL,
+            provider {text} NOT NULL,
+            type {text} NOT NULL,
+            provider_event {text} NOT NULL,
+            recipient {text} NOT NULL,
+            recipient_key {key} NOT NULL,
+            domain {text} NOT NULL,
+            message_id {text},
+            message_key {key},
+            tracking_id {key},
+            timestamp_us {bigint} NOT NULL,
+            rank {int} NOT NULL,
+            reason {text},
+            bounce {text},
+            smtp_status {text},
+            attempt {int},
+            url {text},
+            user_agent {text},
+            machine {bool},
+            tags {json},
+            metadata {json},
+            raw {document} NOT NULL,
+            received_at_us {bigint} NOT NULL
+"""
+
+_V6_PARTITIONED_EVENTS = Migration(
+    6,
+    "events partitioned by month on PostgreSQL, event ids unique in their own table",
+    (),
+    per_dialect={
+        "sqlite": ("CREATE INDEX events_by_received ON events (received_at_us)",),
+        "postgresql": (
+            # The events so far become the first partition, attached as they are: no row is
+            # rewritten, the indexes that match the new table's are adopted, and a CHECK
+            # constraint proven first spares the attach its validating scan.
+            "ALTER TABLE events RENAME TO events_legacy",
+            "ALTER INDEX events_by_tracking_id RENAME TO events_legacy_by_tracking_id",
+            "ALTER INDEX events_waiting RENAME TO events_legacy_waiting",
+            "ALTER INDEX events_bounces RENAME TO events_legacy_bounces",
+            "ALTER INDEX events_soft_bounces RENAME TO events_legacy_soft_bounces",
+            "ALTER INDEX events_by_provider RENAME TO events_legacy_by_provider",
+            """
+            CREATE TABLE event_ids (
+                event_id {key} PRIMARY KEY,
+                received_at_us {bigint} NOT NULL
+            )
+            """,
+            "CREATE INDEX event_ids_by_received ON event_ids (received_at_us)",
+            # The ids a provider may still retry: bounded, whatever the table holds.
+            """
+            INSERT INTO event_ids (event_id, received_at_us)
+            SELECT event_id, received_at_us FROM events_legacy
+            WHERE received_at_us >= (extract(epoch FROM now()) - 35 * 86400)::bigint * 1000000
+            """,
+            f"CREATE TABLE events ({_EVENT_COLUMNS_DDL}) PARTITION BY RANGE (received_at_us)",
+            "CREATE INDEX events_by_tracking_id ON events (tracking_id)",
+            """
+            CREATE INDEX events_waiting ON events (provider, message_key, recipient_key)
+            WHERE tracking_id IS NULL
+            """,
+            "CREATE INDEX events_bounces ON events (timestamp_us) WHERE type = 'bounced'",
+            "CREATE INDEX events_by_received ON events (received_at_us)",
+            """
+            CREATE INDEX events_soft_bounces ON events (recipient_key, timestamp_us)
+            WHERE (type = 'bounced' AND bounce = 'soft') OR type = 'delivered'
+            """,
+            "CREATE INDEX events_by_provider ON events (provider, received_at_us)",
+            """
+            DO $$
+            DECLARE bound bigint := (extract(epoch FROM
+                date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month'))::bigint
+                * 1000000;
+            BEGIN
+                EXECUTE format('ALTER TABLE events_legacy ADD CONSTRAINT events_legacy_bound '
+                    'CHECK (received_at_us < %s)', bound);
+                EXECUTE format('ALTER TABLE events ATTACH PARTITION events_legacy '
+                    'FOR VALUES FROM (MINVALUE) TO (%s)', bound);
+                ALTER TABLE events_legacy DROP CONSTRAINT events_legacy_bound;
+            END $$
+            """,
+        ),
+    },
+)
+"""On PostgreSQL the event history becomes a table partitioned by month of receipt, so that
+retention drops whole partitions; the events stored so far are its first partition."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1,
     _V2_NONCE_DIGEST,
     _V3_SUPPRESSION_HISTORY,
     _V4_EVENTS_BY_PROVIDER,
     _V5_DELIVERABILITY,
+    _V6_PARTITIONED_EVENTS,
 )
 LATEST = MIGRATIONS[-1].version
 
@@ -347,7 +447,7 @@ def migrate(
     for migration in migrations:
         if migration.version <= current:
             continue
-        for statement in migration.statements:
+        for statement in migration.statements_for(dialect.name):
             yield Query(dialect.ddl(statement))
         yield Query(
             "INSERT INTO schema_migrations (version, description, applied_at_us) VALUES (?, ?, ?)",
@@ -368,7 +468,8 @@ def column_kinds(migrations: Sequence[Migration] = MIGRATIONS) -> Mapping[str, M
     migrations themselves, so that a backend can type the arrays it sends rows in."""
     tables: dict[str, dict[str, str]] = {}
     for migration in migrations:
-        for statement in migration.statements:
+        every = [*migration.statements, *(s for g in migration.per_dialect.values() for s in g)]
+        for statement in every:
             created = _TABLE.search(statement)
             if created:
                 name, body = created.groups()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from unimailtrack import _constants as C
@@ -55,7 +55,10 @@ from unimailtrack.tracking._records import (
     StateChange,
     to_micros,
 )
-from unimailtrack.tracking._store import Program, ProgramFactory, Store
+from unimailtrack.tracking._store import Program, ProgramFactory, Query, Store
+
+if TYPE_CHECKING:
+    from unimailtrack.tracking._partitions import RetentionReport
 
 __all__ = ["DEFAULT_PATH", "SuppressionChange", "Tracker"]
 
@@ -92,6 +95,10 @@ BULK_PAGE = 1000
 class _Op(Generic[T]):
     program: ProgramFactory[T]
     write: bool
+
+
+def _ping() -> Program[None]:
+    yield Query("SELECT 1")
 
 
 def _statuses(value: StatusFilter) -> tuple[str, ...]:
@@ -1187,6 +1194,40 @@ class Tracker:
         """Forget a webhook token (``adapters.base.NonceStore``), so that the retry of a
         request which could not be stored is accepted."""
         self._run(_Op(lambda: P.discard_nonce(key), write=True))
+
+    def retention(
+        self,
+        keep: timedelta,
+        *,
+        apply: bool = False,
+        dedupe_window: timedelta | None = None,
+    ) -> RetentionReport:
+        """Forget the events received more than ``keep`` ago (at least 72 hours): on
+        PostgreSQL by dropping whole monthly partitions, on SQLite in bounded batches. The
+        per-message state (badges, first-seen times, counters) and the suppression list are
+        kept. A dry run that only counts unless ``apply``. ``dedupe_window`` (PostgreSQL;
+        default 14 days, at least 72 hours) is how long event ids are remembered so that a
+        provider's retry is told from a new event."""
+        from unimailtrack.tracking import _partitions
+
+        def run(program: ProgramFactory[Any], write: bool) -> Any:
+            return self._run(_Op(program, write=write))
+
+        return _partitions.retention(
+            self._store.dialect.name,
+            run,
+            keep=keep,
+            now=self._now(),
+            apply=apply,
+            dedupe_window=(
+                _partitions.DEFAULT_DEDUPE_WINDOW if dedupe_window is None else dedupe_window
+            ),
+        )
+
+    def ping_writable(self) -> None:
+        """Raise ``StoreError`` unless the store can begin a write transaction now (it
+        writes nothing): how a worker tells a store that is down from a batch it refuses."""
+        self._run(_Op(_ping, write=True))
 
     # ------------------------------------------------------------------ live updates
 

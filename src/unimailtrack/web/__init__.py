@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -38,6 +38,7 @@ def create_app(
     env: Mapping[str, str] | None = None,
     body_timeout: float | None = 30.0,
     dashboard: bool = False,
+    queue: Any = None,
 ) -> Starlette:
     """The ASGI app for ``receiver`` (contract).
 
@@ -62,6 +63,9 @@ def create_app(
     With an unsubscribe secret (``unsubscribe_secret``, else ``UNIMAILTRACK_UNSUBSCRIBE_SECRET``
     in ``env``, by default the process environment) ``POST /u/{token}`` is one-click
     unsubscribe (RFC 8058); without one ``/u/`` answers 404. See docs/deliverability.md.
+
+    ``queue`` (a ``unimailtrack.queue.Queue`` or a queue URL) makes the receiver enqueue
+    verified requests instead of storing them (``WebhookReceiver.use_queue``; docs/scale.md).
     """
     from unimailtrack.unsubscribe import DEFAULT_EXPIRY, OneClickUnsubscribe
     from unimailtrack.web._app import build_app
@@ -73,6 +77,8 @@ def create_app(
         streams=unsubscribe_streams,
         expiry=unsubscribe_expiry or DEFAULT_EXPIRY,
     )
+    if queue is not None:
+        receiver.use_queue(queue)
     return build_app(
         receiver,
         api=api,

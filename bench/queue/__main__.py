@@ -1,0 +1,344 @@
+"""Ingestion at scale, over loopback in one run: the queue seam, workers, and partitions.
+
+Part 1, answer time. ``unimailtrack serve`` in two child processes on 127.0.0.1, both over one
+PostgreSQL store (a throwaway schema): one storing each request before it answers (the
+default), one with ``--queue redis://...`` enqueueing the verified request to a Redis stream.
+Signed 1,000-event SendGrid batches (the generator of ``parse_sendgrid.py``, every event id
+unique) are posted one after another on one keep-alive connection; the figures are requests/s
+and the p50/p99 of the answer time, which is what the provider sees. The two servers are
+measured in turns, round after round; min/median/max over the rounds.
+
+Part 2, draining. The same kind of batches, enqueued as envelopes to a Redis stream, drained
+into PostgreSQL by ``unimailtrack worker`` processes (1, then 2 on one consumer group), timed
+from launch until the store holds every event, beside the reference: a bare psycopg ``COPY``
+of the same event rows (already parsed and encoded, untimed) into a table of the same columns
+and no index. Target: 2 workers at least half the rate of the bare COPY. Each round fresh
+schemas and a fresh stream; the rows interleave; min/median/max over the rounds.
+
+Part 3, partitions. Ingestion through ``Tracker.ingest`` (pre-parsed batches of 1,000 events,
+one transaction each) into a partitioned events table already holding 10 million rows (and
+event_ids holding the 14 days' share of their ids) beside an empty one. The 10 million rows
+are made on the server with one ``INSERT ... SELECT generate_series`` in a throwaway schema,
+dropped at the end. Target: the rate falls by no more than a fifth.
+
+Run with ``.venv/bin/python bench/queue`` (``--quick``: fewer bodies, 1 million rows in
+part 3; ``--part N`` runs one part). PostgreSQL: ``UNIMAILTRACK_BENCH_POSTGRES_URL`` or the
+test server; Redis: ``UNIMAILTRACK_BENCH_REDIS_URL`` or 127.0.0.1:6379.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# A directory run as a script (``python bench/queue``): a file bench/queue.py would shadow the
+# standard library's ``queue`` for every benchmark that puts bench/ first on the path, while a
+# directory without __init__.py never does. The shared helpers are one level up.
+sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse
+import secrets
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from parse_sendgrid import batch
+from unimailtrack import parse_webhook
+from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
+from unimailtrack.queue import Envelope, open_queue
+from unimailtrack.tracking import Tracker
+from unimailtrack.tracking import _programs as P
+
+POSTGRES_URL = os.environ.get(
+    "UNIMAILTRACK_BENCH_POSTGRES_URL",
+    os.environ.get("UNIMAILTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+)
+REDIS_URL = os.environ.get("UNIMAILTRACK_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+EVENTS_PER_BODY = 1000
+Request = tuple[bytes, dict[str, str]]
+_seeds = iter(range(10_000, 10_000_000))
+
+
+def _url(schema: str) -> str:
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
+
+
+@contextmanager
+def throwaway_schema() -> Iterator[str]:
+    schema = f"bench_{secrets.token_hex(5)}"
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def spread(values: Sequence[float]) -> str:
+    return f"{min(values):>10,.1f} {statistics.median(values):>10,.1f} {max(values):>10,.1f}"
+
+
+def bodies(count: int) -> list[bytes]:
+    return [batch(EVENTS_PER_BODY, seed=next(_seeds)) for _ in range(count)]
+
+
+# --------------------------------------------------------------------------- part 1
+
+
+@contextmanager
+def serving(public_key: str, store: str, queue: str | None) -> Iterator[str]:
+    env = {
+        **os.environ,
+        "UNIMAILTRACK_DSN": "sendgrid://default",
+        "UNIMAILTRACK_SENDGRID_WEBHOOK_KEY": public_key,
+        "UNIMAILTRACK_STORE": store,
+    }
+    command = [sys.executable, "-m", "unimailtrack.cli", "serve", "--port", "0", "--no-api"]
+    if queue:
+        command += ["--queue", queue]
+    process = subprocess.Popen(
+        [*command, "--log-level", "warning"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("unimailtrack: serving "):
+            raise RuntimeError(f"serve did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def post_timed(url: str, requests: Sequence[Request]) -> list[float]:
+    """Seconds each request took to be answered, one after another on one connection."""
+    took = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for body, headers in requests:
+            started = time.perf_counter()
+            answer = client.post("/webhooks/sendgrid", content=body, headers=headers)
+            took.append(time.perf_counter() - started)
+            if answer.status_code != 200:
+                raise RuntimeError(f"unexpected answer {answer.status_code}: {answer.text}")
+    return took
+
+
+def part1(rounds: int, count: int) -> None:
+    signer = SendGridWebhookSigner()
+
+    def signed(n: int) -> list[Request]:
+        return [
+            (body, {"Content-Type": "application/json", **signer.sign(body)}) for body in bodies(n)
+        ]
+
+    stream = f"bench-{secrets.token_hex(4)}"
+    queue_url = f"{REDIS_URL}?stream={stream}"
+    results: dict[str, dict[str, list[float]]] = {}
+    with throwaway_schema() as schema:
+        store = _url(schema)
+        Tracker.open(store).close()
+        with (
+            serving(signer.public_key, store, None) as direct,
+            serving(signer.public_key, store, queue_url) as queued,
+        ):
+            servers = {"serve, storing in PostgreSQL": direct, "serve --queue redis": queued}
+            for url in servers.values():
+                post_timed(url, signed(3))  # warm up
+            for _ in range(rounds):
+                for label, url in servers.items():
+                    took = post_timed(url, signed(count))
+                    found = results.setdefault(label, {"rps": [], "p50": [], "p99": []})
+                    found["rps"].append(len(took) / sum(took))
+                    ordered = sorted(took)
+                    found["p50"].append(1000 * statistics.median(ordered))
+                    found["p99"].append(
+                        1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+                    )
+    import redis
+
+    redis.Redis.from_url(REDIS_URL).delete(stream)
+    print(
+        f"\nPart 1: signed SendGrid batches of {EVENTS_PER_BODY:,} events, {count} a round, "
+        f"{rounds} rounds (min / median / max)"
+    )
+    reference = statistics.median(results["serve, storing in PostgreSQL"]["rps"])
+    for label, found in results.items():
+        print(f"  {label}")
+        print(
+            f"    requests/s   {spread(found['rps'])}   "
+            f"(median {statistics.median(found['rps']) / reference:.2f}x storing)"
+        )
+        print(f"    p50 ms       {spread(found['p50'])}")
+        print(f"    p99 ms       {spread(found['p99'])}")
+
+
+# --------------------------------------------------------------------------- part 2
+
+
+def drain(workers: int, store: str, queue_url: str, total: int) -> float:
+    env = {**os.environ}
+    command = [
+        sys.executable,
+        "-m",
+        "unimailtrack.cli",
+        "worker",
+        "--queue",
+        queue_url,
+        "--store",
+        store,
+        "--batch",
+        "4",
+        "--until-empty",
+        "--progress-every",
+        "60",
+    ]
+    with Tracker.open(store) as tracker:
+        started = time.perf_counter()
+        processes = [
+            subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL) for _ in range(workers)
+        ]
+        while tracker.count_events() < total:
+            if all(p.poll() is not None for p in processes):
+                raise RuntimeError("the workers stopped before storing everything")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+    for process in processes:
+        process.wait()
+    return total / elapsed
+
+
+def copy_rate(schema: str, rows: list[tuple[object, ...]]) -> float:
+    columns = P._EVENT_COLUMNS
+    with psycopg.connect(POSTGRES_URL) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
+        conn.execute(
+            "CREATE TABLE copied (event_id text, provider text, type text, provider_event text, "
+            "recipient text, recipient_key text, domain text, message_id text, message_key text, "
+            "tracking_id text, timestamp_us bigint, rank int, reason text, bounce text, "
+            "smtp_status text, attempt int, url text, user_agent text, machine boolean, "
+            "tags jsonb, metadata jsonb, raw json, received_at_us bigint)"
+        )
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy(f"COPY copied ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        return len(rows) / (time.perf_counter() - started)
+
+
+def part2(rounds: int, count: int) -> None:
+    total = count * EVENTS_PER_BODY
+    rates: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        payload = bodies(count)
+        now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+        rows = [
+            row for body in payload for row in P.event_rows(parse_webhook("sendgrid", body), now_us)
+        ]
+        with throwaway_schema() as schema:
+            rates.setdefault("bare psycopg COPY", []).append(copy_rate(schema, rows))
+        for workers in (1, 2):
+            stream = f"bench-{secrets.token_hex(4)}"
+            queue = open_queue(f"{REDIS_URL}?stream={stream}")
+            for body in payload:
+                queue.put(Envelope.of("sendgrid", body, {"content-type": "application/json"}))
+            with throwaway_schema() as schema:
+                store = _url(schema)
+                Tracker.open(store).close()
+                label = f"{workers} worker{'s' if workers > 1 else ''}"
+                rates.setdefault(label, []).append(drain(workers, store, queue.url, total))
+            queue._client.delete(stream)  # type: ignore[attr-defined]
+            queue.close()
+    reference = statistics.median(rates["bare psycopg COPY"])
+    print(
+        f"\nPart 2: {total:,} events ({count} envelopes) from Redis into PostgreSQL, "
+        f"{rounds} rounds, events/s (min / median / max)"
+    )
+    for label, found in rates.items():
+        print(f"  {label:<20} {spread(found)}   {statistics.median(found) / reference:.2f}x COPY")
+
+
+# --------------------------------------------------------------------------- part 3
+
+
+_FILL = """
+INSERT INTO events_legacy (event_id, provider, type, provider_event, recipient, recipient_key,
+    domain, message_id, message_key, tracking_id, timestamp_us, rank, raw, received_at_us)
+SELECT 'fill-' || g, 'sendgrid', 'delivered', 'delivered',
+    'u' || mod(g, 2000000) || '@example.com', 'u' || mod(g, 2000000) || '@example.com',
+    'example.com', 'm' || mod(g, 2000000), 'm' || mod(g, 2000000),
+    md5(mod(g, 2000000)::text), %(now)s::bigint - g::bigint * 700000, 4, '{}',
+    %(now)s::bigint - g::bigint * 700000
+FROM generate_series(1, %(rows)s) AS g
+"""
+
+
+def ingest_rate(tracker: Tracker, batches: list[list[object]]) -> float:
+    started = time.perf_counter()
+    for events in batches:
+        tracker.ingest(events)  # type: ignore[arg-type]
+    return sum(len(b) for b in batches) / (time.perf_counter() - started)
+
+
+def part3(rounds: int, rows: int, count: int) -> None:
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    with throwaway_schema() as full, throwaway_schema() as empty:
+        Tracker.open(_url(full)).close()
+        Tracker.open(_url(empty)).close()
+        started = time.perf_counter()
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(full)))
+            conn.execute("SET statement_timeout = 0")
+            conn.execute(_FILL, {"now": now_us, "rows": rows})
+            conn.execute(
+                "INSERT INTO event_ids SELECT event_id, received_at_us FROM events "
+                "WHERE received_at_us > %s",
+                (now_us - 14 * 86400 * 1_000_000,),
+            )
+            conn.execute("ANALYZE")
+            [(held,)] = conn.execute("SELECT count(*) FROM events").fetchall()
+        print(f"\nPart 3: {held:,} rows made on the server in {time.perf_counter() - started:.0f}s")
+        rates: dict[str, list[float]] = {}
+        with Tracker.open(_url(full)) as big, Tracker.open(_url(empty)) as small:
+            warm = [parse_webhook("sendgrid", b) for b in bodies(2)]
+            ingest_rate(big, warm)
+            ingest_rate(small, [parse_webhook("sendgrid", b) for b in bodies(2)])
+            for _ in range(rounds):
+                for label, tracker in (("empty events table", small), (f"{held:,} rows", big)):
+                    batches = [parse_webhook("sendgrid", b) for b in bodies(count)]
+                    rates.setdefault(label, []).append(ingest_rate(tracker, batches))  # type: ignore[arg-type]
+    reference = statistics.median(rates["empty events table"])
+    print(
+        f"  ingest into a partitioned events table, {count} batches of {EVENTS_PER_BODY:,}, "
+        f"{rounds} rounds, events/s (min / median / max)"
+    )
+    for label, found in rates.items():
+        print(f"  {label:<20} {spread(found)}   {statistics.median(found) / reference:.2f}x empty")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--part", type=int, choices=[1, 2, 3])
+    args = parser.parse_args()
+    rounds = 3
+    if args.part in (None, 1):
+        part1(rounds, 10 if args.quick else 30)
+    if args.part in (None, 2):
+        part2(rounds, 20 if args.quick else 60)
+    if args.part in (None, 3):
+        part3(rounds, 1_000_000 if args.quick else 10_000_000, 10 if args.quick else 20)
+
+
+if __name__ == "__main__":
+    main()

@@ -114,9 +114,16 @@ def test_the_guard_stops_an_example_that_reaches_out(tmp_path: Path) -> None:
 
 def _run(code: str, where: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("UNIMAILTRACK_")}
-    env |= {"UNIMAILTRACK_DSN": "memory://", "PYTHONWARNINGS": "error::ResourceWarning"}
+    # The guard is loaded at start-up as ``sitecustomize``, so the example itself stays the
+    # whole file (a ``from __future__`` import must be its first statement).
+    env |= {
+        "UNIMAILTRACK_DSN": "memory://",
+        "PYTHONWARNINGS": "error::ResourceWarning",
+        "PYTHONPATH": str(where),
+    }
+    (where / "sitecustomize.py").write_text(GUARD, encoding="utf-8")
     script = where / "example.py"
-    script.write_text(GUARD + "\n" + code, encoding="utf-8")
+    script.write_text(code, encoding="utf-8")
     return subprocess.run(
         [sys.executable, str(script)],
         cwd=where,
@@ -128,7 +135,16 @@ def _run(code: str, where: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+FILE = re.compile(r"# (\w+\.py): ")
+
+
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.name)
 def test_the_block_runs_as_written(block: Block, tmp_path: Path) -> None:
+    # A block that opens with ``# name.py: ...`` is that file of a walk-through: the blocks
+    # after it in the same document may import it, so it is written beside them.
+    for earlier in RUNNABLE:
+        named = FILE.match(earlier.code)
+        if earlier.document == block.document and earlier.line < block.line and named:
+            (tmp_path / named.group(1)).write_text(earlier.code, encoding="utf-8")
     done = _run(block.code, tmp_path)
     assert done.returncode == 0, f"{block.name} failed:\n{done.stderr[-3000:]}"

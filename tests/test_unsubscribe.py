@@ -356,11 +356,6 @@ def test_a_mailto_is_offered_beside_the_link_when_configured() -> None:
 
 
 @pytest.mark.usefixtures("isolated_aws")
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SES adapter's raw MIME writes a header longer than a line as RFC 2047 "
-    "encoded-words, which receivers do not read as a List-Unsubscribe URI",
-)
 def test_ses_puts_the_link_on_the_wire_unencoded() -> None:
     with respx.mock(assert_all_called=True) as router:
         route = router.post("https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails")

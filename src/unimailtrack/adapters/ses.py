@@ -299,7 +299,10 @@ def _mime_message(email: Email, headers: Mapping[str, str]) -> EmailMessage:
     from email.message import EmailMessage
     from email.policy import SMTP  # the MIME machinery is only loaded for raw content
 
-    message = EmailMessage(policy=SMTP)
+    # Lines may run to RFC 5322's limit of 998: folded at 78, a header holding one token
+    # longer than a line (a List-Unsubscribe URL) is written as RFC 2047 encoded-words,
+    # which receivers do not read as a URI.
+    message = EmailMessage(policy=SMTP.clone(max_line_length=998))
     message["From"] = _ses_address(email.sender)
     if email.reply_to is not None:
         message["Reply-To"] = _ses_address(email.reply_to)

@@ -15,7 +15,8 @@ import pytest
 
 from unimailtrack import DeliveryStatus, Email, EventType, Mailer
 from unimailtrack._http import HttpxTransport
-from unimailtrack.adapters import SendGridAdapter, _backfill_mailgun, _backfill_sendgrid
+from unimailtrack.adapters import SendGridAdapter, _backfill_mailgun
+from unimailtrack.adapters.sendgrid import backfill as sendgrid_backfill
 from unimailtrack.cli import Exit, main
 from unimailtrack.emulator import SCENARIOS, Emulator
 from unimailtrack.tracking import Tracker
@@ -159,7 +160,7 @@ def test_a_full_email_activity_page_is_asked_again_in_halves(
         inside = [m for m in stored if low <= m["last_event_time"] <= high]
         return httpx.Response(200, json={"messages": inside[: int(request.url.params["limit"])]})
 
-    monkeypatch.setattr(_backfill_sendgrid, "LIMIT", 4)
+    monkeypatch.setattr(sendgrid_backfill, "LIMIT", 4)
     adapter = SendGridAdapter(
         "SG.key", transport=HttpxTransport(httpx.Client(transport=httpx.MockTransport(activity)))
     )

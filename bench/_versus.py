@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, rate, setup_django
+from _harness import Row, rounds, setup_django, timed_rate
 from unimailtrack import _json
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "webhooks"
@@ -85,13 +85,13 @@ def versus(
         OURS + ", stdlib json": run_ours_stdlib,
         REFERENCE: run_anymail,
     }
-    rates: dict[str, list[float]] = {label: [] for label in runs}
-    ratios = []
-    for _ in range(ROUNDS):
-        for label, run in runs.items():
-            rates[label].append(rate(run, events, repeat=3, min_time=0.05))
-        ratios.append(rates[OURS][-1] / rates[REFERENCE][-1])
-    rows = [Row(label, statistics.median(found)) for label, found in rates.items()]
+    contenders = {
+        label: timed_rate(run, events, repeat=3, min_time=0.05) for label, run in runs.items()
+    }
+    # Every row carries its ratio to django-anymail within each round (bench/parse.py reads
+    # them for the scorecard), and the order rotates from round to round.
+    rows = rounds(contenders, reference=REFERENCE, count=ROUNDS)
+    ratios = list(next(row for row in rows if row.label == OURS).ratios)
     return title, rows, REFERENCE, ratios
 
 

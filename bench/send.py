@@ -241,9 +241,9 @@ def bulk_send(dsn: str) -> tuple[int, float]:
 
 
 def _json_library() -> str:
-    from unimailtrack.adapters import sendgrid
+    from unimailtrack.adapters.sendgrid import send
 
-    return "orjson" if sendgrid._dumps is not sendgrid._stdlib_dumps else "stdlib json"
+    return "orjson" if send._dumps is not send._stdlib_dumps else "stdlib json"
 
 
 def main() -> None:

@@ -39,10 +39,10 @@ from urllib.parse import parse_qsl, urlencode
 sys.path.insert(0, str(Path(__file__).parent))
 
 from unimailtrack.adapters import MailgunAdapter, MemoryAdapter, SendGridAdapter, SESAdapter
-from unimailtrack.adapters._sns import SnsSigner
 from unimailtrack.adapters.base import Adapter
 from unimailtrack.adapters.mailgun import MailgunWebhookSigner, decode_body
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
+from unimailtrack.adapters.ses.signing import SnsSigner
 from unimailtrack.errors import PayloadError
 from unimailtrack.tracking import Tracker
 from unimailtrack.webhooks import WebhookReceiver

@@ -15,7 +15,9 @@ import pytest
 
 from unimailtrack import DeliveryStatus, Email, EventType, Mailer
 from unimailtrack._http import HttpxTransport
-from unimailtrack.adapters import SendGridAdapter, _backfill_mailgun, _backfill_sendgrid
+from unimailtrack.adapters import SendGridAdapter
+from unimailtrack.adapters.mailgun import backfill as mailgun_backfill
+from unimailtrack.adapters.sendgrid import backfill as sendgrid_backfill
 from unimailtrack.cli import Exit, main
 from unimailtrack.emulator import SCENARIOS, Emulator
 from unimailtrack.tracking import Tracker
@@ -75,7 +77,7 @@ def test_mailgun_events_api_backfills_every_page_idempotently(
     ids = _send(emulator, "mailgun", store, GUESTS)
     with Tracker.open(store) as tracker:
         assert tracker.count_events() == 0  # nothing came in by webhook
-    monkeypatch.setattr(_backfill_mailgun, "PAGE_SIZE", 3)  # several pages for a few events
+    monkeypatch.setattr(mailgun_backfill, "PAGE_SIZE", 3)  # several pages for a few events
     first = _backfill(capsys, emulator.dsn("mailgun"), store)["mailgun"]
     total = len(emulator.deliveries)
     assert first["events"] == first["new"] == total > 3
@@ -159,7 +161,7 @@ def test_a_full_email_activity_page_is_asked_again_in_halves(
         inside = [m for m in stored if low <= m["last_event_time"] <= high]
         return httpx.Response(200, json={"messages": inside[: int(request.url.params["limit"])]})
 
-    monkeypatch.setattr(_backfill_sendgrid, "LIMIT", 4)
+    monkeypatch.setattr(sendgrid_backfill, "LIMIT", 4)
     adapter = SendGridAdapter(
         "SG.key", transport=HttpxTransport(httpx.Client(transport=httpx.MockTransport(activity)))
     )

@@ -17,9 +17,9 @@ import webhook_kits
 from unimailtrack import DeliveryStatus, Email, RecipientResult, SendResult
 from unimailtrack._http import HttpxTransport
 from unimailtrack.adapters import MailgunAdapter, SendGridAdapter, SESAdapter
-from unimailtrack.adapters._sns import SnsSigner
 from unimailtrack.adapters.mailgun import MailgunWebhookSigner
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
+from unimailtrack.adapters.ses.signing import SnsSigner
 from unimailtrack.tracking import Tracker
 from unimailtrack.webhooks import WebhookReceiver
 

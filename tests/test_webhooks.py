@@ -20,7 +20,7 @@ import pytest
 from unimailtrack import ConfigurationError, Email, EmailEvent, EventType, Mailer
 from unimailtrack._http import HttpxAsyncTransport, HttpxTransport
 from unimailtrack.adapters import MemoryAdapter, SESAdapter
-from unimailtrack.adapters._sns import UNSUBSCRIBE_CONFIRMATION, SnsSigner
+from unimailtrack.adapters.ses.signing import UNSUBSCRIBE_CONFIRMATION, SnsSigner
 from unimailtrack.webhooks import WebhookReceiver, WebhookResponse
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-events"

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from unimailtrack.adapters import MailgunAdapter, MemoryAdapter, SendGridAdapter, SESAdapter
-from unimailtrack.adapters._sns import SnsSigner
 from unimailtrack.adapters.base import Adapter
 from unimailtrack.adapters.mailgun import MailgunWebhookSigner
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
+from unimailtrack.adapters.ses.signing import SnsSigner
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-events"
 

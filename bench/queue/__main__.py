@@ -51,6 +51,7 @@ from psycopg import sql
 
 from parse_sendgrid import batch
 from unimailtrack import parse_webhook
+from unimailtrack.adapter_rules import REGISTERED
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
 from unimailtrack.queue import Envelope, open_queue
 from unimailtrack.tracking import Tracker
@@ -243,7 +244,9 @@ def part2(rounds: int, count: int) -> None:
         payload = bodies(count)
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
         rows = [
-            row for body in payload for row in P.event_rows(parse_webhook("sendgrid", body), now_us)
+            row
+            for body in payload
+            for row in P.event_rows(parse_webhook("sendgrid", body), now_us, REGISTERED.message_key)
         ]
         with throwaway_schema() as schema:
             rates.setdefault("bare psycopg COPY", []).append(copy_rate(schema, rows))

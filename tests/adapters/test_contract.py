@@ -21,13 +21,13 @@ from unimailtrack.adapters import (
     SendGridAdapter,
     SESAdapter,
 )
-from unimailtrack.adapters._sns import SnsSigner
 from unimailtrack.adapters.base import Adapter
 from unimailtrack.adapters.brevo import BrevoWebhookSigner
 from unimailtrack.adapters.mailgun import MailgunWebhookSigner
 from unimailtrack.adapters.postmark import PostmarkWebhookSigner
 from unimailtrack.adapters.resend import ResendWebhookSigner
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
+from unimailtrack.adapters.ses.signing import SnsSigner
 from unimailtrack.testing import AdapterContract, Keyed
 
 Request = tuple[bytes, dict[str, str]]

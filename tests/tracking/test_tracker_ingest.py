@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from unimailtrack import (
     fold,
 )
 from unimailtrack.tracking import StoreError, Tracker
+from unimailtrack.tracking._providers import PLAIN
 
 
 def _send(
@@ -173,6 +175,37 @@ def test_the_message_key_of_the_provider_adapter_is_used(tracker: Tracker) -> No
     )
     tracker.ingest([waiting])
     assert tracker.state("t-sg").status is DeliveryStatus.DELIVERED
+
+
+class _Rules:
+    """Provider rules of the tracker's builder: acme-mail's events carry "<id>/<suffix>"."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def message_key(self, provider: str) -> Callable[[str], str]:
+        self.asked.append(provider)
+        return (lambda message_id: message_id.split("/")[0]) if provider == "acme-mail" else str
+
+    def list_change(self, provider: str) -> None:
+        return None
+
+
+def test_the_tracker_uses_the_provider_rules_its_builder_hands_it(store: Store) -> None:
+    rules = _Rules()
+    tracker = store.open(providers=rules)
+    _send(tracker, ("t-acme", "ada@example.com"), provider="acme-mail", message_id="A-1")
+    decorated = event("delivered", None, provider="acme-mail", message_id="A-1/relay-7")
+    tracker.ingest([decorated])
+    assert tracker.state("t-acme").status is DeliveryStatus.DELIVERED
+    assert rules.asked == ["acme-mail"]
+
+
+def test_with_plain_rules_a_decorated_sendgrid_id_does_not_join(store: Store) -> None:
+    tracker = store.open(providers=PLAIN)
+    _send(tracker, ("t-sg", "ada@example.com"), provider="sendgrid", message_id="14c5d75ce93")
+    tracker.ingest([event("delivered", None, provider="sendgrid", message_id="14c5d75ce93.f0")])
+    assert tracker.state("t-sg").status is not DeliveryStatus.DELIVERED
 
 
 def test_an_unknown_provider_joins_by_the_id_as_is(tracker: Tracker) -> None:

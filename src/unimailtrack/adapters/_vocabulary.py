@@ -31,7 +31,7 @@ depth apply to every provider, and with every decoding failure turned into the p
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
@@ -86,8 +86,6 @@ class Term:
         return f"{self.type} ({', '.join(notes)})" if notes else str(self.type)
 
 
-_NAMESPACE: Final = vars(_json)
-
 _KINDS_WITH_BOUNCE: Final = frozenset({EventType.BOUNCED, EventType.DEFERRED, EventType.DROPPED})
 
 Vocabulary = Mapping[str, Term]
@@ -113,18 +111,22 @@ def lookup(table: Vocabulary) -> dict[str, Term]:
     return dict(table)
 
 
-def read_json(body: bytes | str, *, provider: str, what: str = "webhook body") -> Any:
+def read_json(
+    body: bytes | str,
+    *,
+    provider: str,
+    what: str = "webhook body",
+    decode: Callable[[bytes | str], Any] | None = None,
+) -> Any:
     """Decode an untrusted JSON body; any failure is ``provider``'s ``PayloadError``.
 
-    The decoder is ``unimailtrack._json``'s bounded reader (``load_untrusted``; ``loads`` where
-    there is none), looked up on every call, so that its bounds on size and depth hold for every
-    adapter.
+    The decoder is ``unimailtrack._json``'s bounded reader (``load_untrusted``), looked up on
+    every call, so that its bounds on size and depth hold for every adapter. ``decode``
+    replaces the JSON decoder inside those bounds (the standard library's, to compare).
     """
-    # The bounded reader where this version of _json has it, else the plain decoder (read from
-    # the module's namespace: a getattr that misses costs an exception on every body).
-    decode = _NAMESPACE.get("load_untrusted") or _json.loads
+    reader = _json.load_untrusted
     try:
-        return decode(body)
+        return reader(body) if decode is None else reader(body, decode=decode)
     except PayloadError as exc:
         if exc.provider is None:
             exc.provider = provider

@@ -38,9 +38,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from unimailtrack.adapters._sns import topic_region
 from unimailtrack.adapters.base import Adapter
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
+from unimailtrack.adapters.ses.signing import topic_region
 from unimailtrack.emulator import mailgun as _mailgun_api
 from unimailtrack.emulator import sendgrid as _sendgrid_api
 from unimailtrack.emulator import ses as _ses_api

@@ -34,8 +34,8 @@ from email.policy import default as default_policy
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qs, quote
 
-from unimailtrack.adapters._sns import SnsSigner, topic_region
 from unimailtrack.adapters.ses import SEND_PATH, SESAdapter
+from unimailtrack.adapters.ses.signing import SnsSigner, topic_region
 from unimailtrack.emulator._model import (
     Answer,
     Incoming,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from unimailtrack.tracking._alerts import Alert, AlertRules, SenderRate
 from unimailtrack.tracking._health import HealthReport, ProviderHealth
 from unimailtrack.tracking._live import ChangeStream
+from unimailtrack.tracking._providers import ProviderRules
 from unimailtrack.tracking._records import (
     BulkStats,
     DeadLetter,
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidRow",
     "Page",
     "ProviderHealth",
+    "ProviderRules",
     "SendRecord",
     "SenderRate",
     "SoftBouncePolicy",

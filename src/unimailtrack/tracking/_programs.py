@@ -28,7 +28,6 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-from unimailtrack.errors import ConfigurationError
 from unimailtrack.lifecycle import EXPIRED_REASON, RANK, MessageState, fold
 from unimailtrack.model import (
     NAME_MAX,
@@ -45,6 +44,7 @@ from unimailtrack.model import (
     suppression_key,
 )
 from unimailtrack.tracking import _suppression as S
+from unimailtrack.tracking._providers import PLAIN, ListChange, MessageKey, ProviderRules
 from unimailtrack.tracking._records import (
     BulkStats,
     DeadLetter,
@@ -186,15 +186,6 @@ _MESSAGE_KEY, _TRACKING_ID, _TIMESTAMP, _RANK, _REASON, _BOUNCE, _SMTP_STATUS = 
 )
 
 
-def _message_key_function(provider: str) -> Callable[[str], str]:
-    from unimailtrack.adapters import get_adapter_class
-
-    try:
-        return get_adapter_class(provider).message_key
-    except (ConfigurationError, ImportError):
-        return str
-
-
 _KINDS: Mapping[EventType, tuple[str, int]] = {kind: (kind.value, RANK[kind]) for kind in EventType}
 """Each event type's stored name and precedence rank, looked up once."""
 _BITS: Mapping[str, int] = {kind.value: bit for kind, bit in SEEN_BITS.items()}
@@ -204,9 +195,12 @@ _EPOCH = from_micros(0)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def event_rows(events: Iterable[EmailEvent], received_at_us: int) -> list[EventRow]:
+def event_rows(
+    events: Iterable[EmailEvent], received_at_us: int, message_keys: Callable[[str], MessageKey]
+) -> list[EventRow]:
     """The rows of ``events``: keys, rank, time and JSON computed once per event. The hot
-    path of ingestion: one tuple per event, keys looked up once per recipient."""
+    path of ingestion: one tuple per event, keys looked up once per recipient.
+    ``message_keys(provider)`` is how that provider's message ids join their send's."""
     key_functions: dict[str, Callable[[str], str]] = {}
     recipient_keys: dict[str, tuple[str, str]] = {}
     rows: list[EventRow] = []
@@ -227,7 +221,7 @@ def event_rows(events: Iterable[EmailEvent], received_at_us: int) -> list[EventR
         if message_id is not None:
             key_of = key_functions.get(event.provider)
             if key_of is None:
-                key_of = key_functions[event.provider] = _message_key_function(event.provider)
+                key_of = key_functions[event.provider] = message_keys(event.provider)
             message_key = key_of(message_id)
         kind, rank = _KINDS[event.type]
         tags, metadata = event.tags, event.metadata
@@ -288,21 +282,28 @@ class Batch:
     links: tuple[LinkKey, ...]
     partials: Mapping[str, _Partial]
     received_at_us: int
+    list_change: Callable[[str], ListChange | None] = PLAIN.list_change
+    """How to tell, by provider, which events change the provider's own list."""
 
 
-def prepare(events: Iterable[EmailEvent], received_at_us: int) -> Batch:
+def prepare(events: Iterable[EmailEvent], received_at_us: int, providers: ProviderRules) -> Batch:
     """Everything about a batch that needs no database (keys, ranks, times, rows, JSON),
     done before the transaction so that it holds its locks the shortest time. Plain
-    tuples, no validation: this is the hot path."""
+    tuples, no validation: this is the hot path. ``providers`` are the rules of the
+    providers whose events these are."""
     unique: dict[str, EmailEvent] = {}
     received = 0
     for event in events:
         received += 1
         unique.setdefault(event.event_id, event)
-    rows = event_rows([unique[event_id] for event_id in sorted(unique)], received_at_us)
+    rows = event_rows(
+        [unique[event_id] for event_id in sorted(unique)], received_at_us, providers.message_key
+    )
     waiting = (_link(row) for row in rows if row[_TRACKING_ID] is None)
     links = tuple(sorted({link for link in waiting if link is not None}))
-    return Batch(tuple(rows), received, links, _partials(rows), received_at_us)
+    return Batch(
+        tuple(rows), received, links, _partials(rows), received_at_us, providers.list_change
+    )
 
 
 def event_from_row(row: Sequence[Any]) -> EmailEvent:
@@ -356,7 +357,7 @@ def ingest(batch: Batch, policy: S.SoftBouncePolicy = _DEFAULT_POLICY) -> Progra
         fresh = [row for row in rows if row[_EVENT_ID] in new_ids]
         partials = _partials(fresh)
     changes = yield from _fold_in(partials, batch.received_at_us)
-    yield from S.from_events(fresh, batch.received_at_us, policy)
+    yield from S.from_events(fresh, batch.received_at_us, policy, batch.list_change)
     return IngestResult(
         new=len(inserted), duplicates=batch.received - len(inserted), changes=tuple(changes)
     )

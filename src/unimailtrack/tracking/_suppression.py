@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -48,6 +48,7 @@ from unimailtrack.model import (
     dedupe_key,
     suppression_key,
 )
+from unimailtrack.tracking._providers import ListChange
 from unimailtrack.tracking._records import encode_cursor, from_micros, to_micros
 from unimailtrack.tracking._store import Program, Query, Write
 
@@ -1014,29 +1015,18 @@ _HARD_CAUSES = frozenset({EventType.BOUNCED.value, EventType.DROPPED.value})
 _DELIVERED = EventType.DELIVERED.value
 
 
-def _list_change_function(provider: str) -> Any:
-    from unimailtrack.adapters import get_adapter_class
-    from unimailtrack.adapters.base import Adapter
-    from unimailtrack.errors import ConfigurationError
-
-    try:
-        found = getattr(get_adapter_class(provider), "list_change", None)
-    except (ConfigurationError, ImportError, AttributeError):
-        return None
-    if getattr(found, "__func__", None) is Adapter.list_change.__func__:  # type: ignore[attr-defined]
-        return None  # the default says no event ever changes the list: skip asking
-    return found
-
-
 def from_events(
-    rows: Sequence[Sequence[Any]], now_us: int, policy: SoftBouncePolicy
+    rows: Sequence[Sequence[Any]],
+    now_us: int,
+    policy: SoftBouncePolicy,
+    list_change: Callable[[str], ListChange | None],
 ) -> Program[None]:
     """Fold newly stored events (as ``events`` rows) into the list: hard bounces, provider
     blocks of the address and complaints suppress every stream; an unsubscribe the stream of
     its send; a resubscribe lifts that unsubscribe; soft bounces (and deliveries to an
     address held by the soft-bounce limit) re-derive the limit. An event by which the
-    provider says its own list changed (``Adapter.list_change``) is recorded with source
-    ``provider-sync``."""
+    provider says its own list changed (``list_change(provider)``, the provider's rules) is
+    recorded with source ``provider-sync``."""
     claims: list[Claim] = []
     soft: set[str] = set()
     delivered: set[str] = set()
@@ -1048,7 +1038,7 @@ def from_events(
         if not recipient:
             continue
         if provider not in changes:
-            changes[provider] = _list_change_function(provider)
+            changes[provider] = list_change(provider)
         asked = changes[provider]
         change = asked(row[3], EventType(kind)) if asked is not None else None
         bounce = row[13]

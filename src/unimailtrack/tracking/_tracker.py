@@ -45,6 +45,7 @@ from unimailtrack.tracking import _suppression as S
 from unimailtrack.tracking._alerts import Alert, AlertRules, SenderRate
 from unimailtrack.tracking._health import HealthReport
 from unimailtrack.tracking._live import Callback, ChangeStream, Hub
+from unimailtrack.tracking._providers import ProviderRules
 from unimailtrack.tracking._records import (
     BulkStats,
     DeadLetter,
@@ -237,6 +238,9 @@ class Tracker:
     by the mailbox provider their MX hosts belong to (see docs/deliverability.md).
     ``webhooks`` are the application's endpoints told of every state change and alert,
     through an outbox written in the same transaction (``unimailtrack.outbox``).
+    ``providers`` are the providers' rules the tracker needs (how event message ids join their
+    send's, which events change a provider's own list); by default the registered adapters'
+    (``unimailtrack.adapter_rules.REGISTERED``).
     """
 
     def __init__(
@@ -250,7 +254,13 @@ class Tracker:
         on_alert: Callable[[Alert], object] | None = None,
         mx_lookup: MxLookup | None = None,
         webhooks: Sequence[O.WebhookEndpoint] = (),
+        providers: ProviderRules | None = None,
     ) -> None:
+        if providers is None:
+            from unimailtrack.adapter_rules import REGISTERED
+
+            providers = REGISTERED
+        self.providers = providers
         self._store = store
         self.deferred_expiry = deferred_expiry
         self.soft_bounces = soft_bounces if soft_bounces is not None else S.SoftBouncePolicy()
@@ -276,6 +286,7 @@ class Tracker:
         on_alert: Callable[[Alert], object] | None = None,
         mx_lookup: MxLookup | None = None,
         webhooks: Sequence[O.WebhookEndpoint] = (),
+        providers: ProviderRules | None = None,
     ) -> Tracker:
         """Open (creating or migrating as needed) the store ``url`` names (contract).
 
@@ -293,6 +304,7 @@ class Tracker:
             on_alert=on_alert,
             mx_lookup=mx_lookup,
             webhooks=webhooks,
+            providers=providers,
         )
 
     def __repr__(self) -> str:
@@ -326,7 +338,7 @@ class Tracker:
     # ------------------------------------------------------------------ ingestion
 
     def _ingest(self, events: Iterable[EmailEvent]) -> _Op[IngestResult]:
-        batch, policy = P.prepare(events, self._now_us()), self.soft_bounces
+        batch, policy = P.prepare(events, self._now_us(), self.providers), self.soft_bounces
         return _Op(lambda: P.ingest(batch, policy), write=True)
 
     def ingest(self, events: Iterable[EmailEvent]) -> IngestResult:
@@ -346,7 +358,7 @@ class Tracker:
         self, events: Iterable[EmailEvent], tokens: Iterable[WebhookToken]
     ) -> _Op[IngestResult | None]:
         now_us = self._now_us()
-        batch = P.prepare(events, now_us)
+        batch = P.prepare(events, now_us, self.providers)
         rows = tuple((t.key, t.digest, to_micros(t.expires_at)) for t in tokens)
         return _Op(lambda: P.ingest_once(batch, rows, now_us), write=True)
 

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 import unimailtrack
 from live_server import running
 from unimailtrack import EventType, PayloadError, SignatureError
-from unimailtrack.adapters._sns import (
+from unimailtrack.adapters.ses import SESAdapter, SnsSigner
+from unimailtrack.adapters.ses.signing import (
     MAX_CONTAINERS,
     MAX_DEPTH,
     MAX_ENVELOPE_BYTES,
@@ -36,7 +37,6 @@ from unimailtrack.adapters._sns import (
     fetch_certificate,
     nesting_ok,
 )
-from unimailtrack.adapters.ses import SESAdapter, SnsSigner
 from unimailtrack.tracking import Tracker
 from unimailtrack.web import create_app
 from unimailtrack.webhooks import WebhookReceiver

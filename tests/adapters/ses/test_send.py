@@ -36,7 +36,8 @@ from unimailtrack import (
     SendError,
 )
 from unimailtrack._http import RetryPolicy
-from unimailtrack.adapters.ses import SESAdapter, _Pacer, _stale, sanitize_tag
+from unimailtrack.adapters.ses import SESAdapter
+from unimailtrack.adapters.ses.send import Pacer, sanitize_tag, stale
 from unimailtrack.config import parse_dsn
 
 ENDPOINT = "https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails"
@@ -426,13 +427,13 @@ def test_async_errors_are_mapped_too(ses: respx.Route) -> None:
 
 def test_the_pacer_spaces_requests_evenly() -> None:
     now = [100.0]
-    pacer = _Pacer(10.0, clock=lambda: now[0])
+    pacer = Pacer(10.0, clock=lambda: now[0])
     assert [pacer.reserve() for _ in range(3)] == pytest.approx([0.0, 0.1, 0.2])
     now[0] = 101.0  # idle for a while: no backlog builds up
     assert pacer.reserve() == 0.0
-    assert _Pacer(None).reserve() == 0.0
+    assert Pacer(None).reserve() == 0.0
     with pytest.raises(ConfigurationError):
-        _Pacer(0)
+        Pacer(0)
 
 
 def test_a_request_that_waited_too_long_is_signed_again(ses: respx.Route) -> None:
@@ -441,8 +442,8 @@ def test_a_request_that_waited_too_long_is_signed_again(ses: respx.Route) -> Non
     signed = datetime.strptime(call.request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(
         tzinfo=UTC
     )
-    assert not _stale(call.request, signed + timedelta(seconds=59))
-    assert _stale(call.request, signed + timedelta(minutes=1))
+    assert not stale(call.request, signed + timedelta(seconds=59))
+    assert stale(call.request, signed + timedelta(minutes=1))
     call.request.headers["x-amz-date"] = "20200101T000000Z"  # as if it had waited for years
     fresh = ses_adapter._run(call)  # the step the base adapter runs for every attempt
     assert asyncio.run(ses_adapter._arun(call)) == fresh

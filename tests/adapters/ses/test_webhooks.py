@@ -25,13 +25,13 @@ from unimailtrack import (
     ProviderUnavailable,
     SignatureError,
 )
-from unimailtrack.adapters._sns import (
+from unimailtrack.adapters.ses import SESAdapter, SnsSigner, bounce_kind
+from unimailtrack.adapters.ses.signing import (
     CertificateCache,
     canonical_string,
     certificate_url_ok,
     subscribe_url_ok,
 )
-from unimailtrack.adapters.ses import SESAdapter, SnsSigner, bounce_kind
 from webhook_fixtures import fixtures_for, load_fixture
 
 TOPIC = "arn:aws:sns:us-east-1:111122223333:ses-events"
@@ -950,12 +950,35 @@ def test_unmapped_and_unreadable_events_are_kept_as_unknown(signer: SnsSigner) -
     (event,) = parse(signer, received)
     assert event.type is EventType.UNKNOWN
     assert event.provider_event == "Received"
+    assert event.recipient == "alice@example.com"
     assert event.raw == received
     (broken,) = parse(signer, ses_event("Bounce", {"bounceType": "Permanent"}))
     assert broken.type is EventType.UNKNOWN
     assert "bouncedRecipients" in (broken.reason or "")
     (untyped,) = parse(signer, {"mail": {"messageId": MESSAGE_ID}})
     assert untyped.type is EventType.UNKNOWN
+
+
+def test_an_event_type_ses_adds_later_is_unknown_for_each_destination(signer: SnsSigner) -> None:
+    later = ses_event("Quarantine", destination=["alice@example.com", "bob@example.com"])
+    events = parse(signer, later)
+    assert [e.recipient for e in events] == ["alice@example.com", "bob@example.com"]
+    for event in events:
+        assert event.type is EventType.UNKNOWN
+        assert event.provider_event == "Quarantine"
+        assert "not mapped" in (event.reason or "")
+        # The mail's ids come along, so each reaches its message's timeline.
+        assert event.message_id == MESSAGE_ID
+        assert event.tracking_id == "01a2b3c4d5e6f708192a3b4c5d6e7f80"
+        assert event.raw == later
+    assert len({e.event_id for e in events}) == 2
+    assert [e.event_id for e in parse(signer, later)] == [e.event_id for e in events]
+
+
+def test_an_unknown_type_whose_mail_names_no_destination_is_kept_once(signer: SnsSigner) -> None:
+    (event,) = parse(signer, ses_event("Quarantine", destination=[]))
+    assert event.type is EventType.UNKNOWN
+    assert event.recipient == ""
 
 
 def test_legacy_notifications_use_notification_type(signer: SnsSigner) -> None:

@@ -1,4 +1,4 @@
-"""Amazon SNS message signatures, as Amazon SES event notifications arrive through SNS.
+"""SES webhook verification: Amazon SNS message signatures, as SES events arrive through SNS.
 
 SNS signs every message it posts to an HTTPS endpoint: an RSA PKCS#1 v1.5 signature over a
 canonical string of the message's fields (SHA-1 for ``SignatureVersion`` 1, SHA-256 for 2),
@@ -24,7 +24,8 @@ bounded the same way before it is decoded.
 :class:`SnsVerifier` runs every check in order, cheapest first, and fails closed: any doubt is a
 ``SignatureError`` whose cause is logged for the operator only. :class:`SnsSigner` is the other
 half: a throwaway key and self-signed certificate that sign envelopes exactly as SNS does, for
-tests and the local emulator.
+tests and the local emulator. :func:`topic_set` checks the topics an adapter allows, and
+:func:`confirmed` reads SNS's answer to a subscription confirmation.
 """
 
 from __future__ import annotations
@@ -51,8 +52,16 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from unimailtrack import _constants as C
+from unimailtrack.adapters._vocabulary import read_json
 from unimailtrack.adapters.base import lower_headers, signature_failure
-from unimailtrack.errors import SignatureCause, SignatureError
+from unimailtrack.errors import (
+    ConfigurationError,
+    InvalidRequest,
+    PayloadError,
+    ProviderUnavailable,
+    SignatureCause,
+    SignatureError,
+)
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -61,11 +70,13 @@ __all__ = [
     "SnsVerifier",
     "canonical_string",
     "certificate_url_ok",
+    "confirmed",
     "fetch_certificate",
     "looks_like_raw_delivery",
     "nesting_ok",
     "subscribe_url_ok",
     "topic_region",
+    "topic_set",
 ]
 
 CertificateLoader = Callable[[str], bytes]
@@ -402,8 +413,8 @@ class SnsVerifier:
                 "or strings than any SNS message"
             )
         try:
-            document = json.loads(body, object_pairs_hook=_unique_keys)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            document = read_json(body, provider=self.provider, decode=_load_unique)
+        except PayloadError:
             raise self._fail(
                 "the body is not JSON, nests too deep, or names a field twice"
             ) from None
@@ -500,6 +511,10 @@ class SnsVerifier:
             raise self._fail(
                 "the signature does not match the message", SignatureCause.BAD_SIGNATURE
             ) from None
+
+
+def _load_unique(text: bytes | str) -> Any:
+    return json.loads(text, object_pairs_hook=_unique_keys)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -668,3 +683,40 @@ def _sns_url(topic_arn: str, query: str) -> str:
 def _absent(headers: Mapping[str, str], name: str) -> SignatureCause:
     """A header check's cause: the header is missing, or it says something else."""
     return SignatureCause.MALFORMED if name in headers else SignatureCause.MISSING_HEADER
+
+
+# --------------------------------------------------------------------------- subscriptions
+
+
+_SUBSCRIPTION_ARN = re.compile(r"<SubscriptionArn>([^<]+)</SubscriptionArn>")
+
+
+def confirmed(response: httpx.Response) -> str:
+    """The subscription ARN SNS answers a confirmation with, or the error it gave."""
+    if response.status_code >= 500 or response.status_code == 429:
+        raise ProviderUnavailable(
+            "SNS could not confirm the subscription now; the confirmation can be retried",
+            provider="ses",
+            status=response.status_code,
+            detail=response.text[:500],
+        )
+    if not response.is_success:
+        raise InvalidRequest(
+            "SNS refused the subscription confirmation (an expired token?); confirm it in the "
+            "SNS console instead",
+            provider="ses",
+            status=response.status_code,
+            detail=response.text[:500],
+        )
+    found = _SUBSCRIPTION_ARN.search(response.text)
+    return found.group(1) if found else ""
+
+
+def topic_set(topics: str | Iterable[str] | None) -> frozenset[str] | None:
+    if topics is None:
+        return None
+    found = frozenset([topics] if isinstance(topics, str) else topics)
+    malformed = sorted(t for t in found if topic_region(t) is None)
+    if malformed:
+        raise ConfigurationError(f"not SNS topic ARNs: {', '.join(malformed)}")
+    return found

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LIMIT", "events"]
 
+PROVIDER = "sendgrid"
+
 log = logging.getLogger("unimailtrack.backfill")
 
 LIMIT = 1000
@@ -86,8 +88,6 @@ def events(
 
 
 def _events(message: dict[str, Any]) -> list[EmailEvent]:
-    from unimailtrack.adapters.sendgrid import PROVIDER
-
     msg_id, recipient = message.get("msg_id"), message.get("to_email")
     if not isinstance(msg_id, str) or not isinstance(recipient, str):
         return []

@@ -679,8 +679,8 @@ def broken(**changes: Any) -> bytes:
 
 
 PAYLOAD_ERRORS: list[tuple[str, bytes, str]] = [
-    ("not json", b"<html>", "not JSON"),
-    ("too deep", b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    ("not json", b"<html>", "not valid JSON"),
+    ("too deep", b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
     ("a list", b"[]", "not a JSON object"),
     ("no event-data", b'{"signature": {}}', "event-data"),
     ("event-data a string", b'{"event-data": "x"}', "event-data"),

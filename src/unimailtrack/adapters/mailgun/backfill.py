@@ -3,7 +3,7 @@
 ``GET /v3/{domain}/events?begin=...&end=...&ascending=yes&limit=300`` (HTTP basic
 authentication, user ``api``) answers ``{"items": [...], "paging": {"next": URL, ...}}``; each
 item is the same ``event-data`` object a webhook carries, so it maps through the webhook's own
-:func:`~unimailtrack.adapters.mailgun.event_from` and gets the same event id: events already
+:func:`~unimailtrack.adapters.mailgun.events.event_from` and gets the same event id: events already
 received by webhook count as duplicates. Paging follows ``paging.next`` until a page comes back
 empty. Mailgun keeps events for a few days (longer on paid plans) and now documents this API as
 superseded by its Logs API; the Events API still answers.
@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from unimailtrack._http import call_with_retry
-from unimailtrack.adapters.base import error_for_status
+from unimailtrack.adapters.base import error_for_status, unknown_event
+from unimailtrack.adapters.mailgun.events import event_from
 from unimailtrack.errors import ConfigurationError, PayloadError, SendError
 from unimailtrack.model import EmailEvent
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from unimailtrack.adapters.mailgun import MailgunAdapter
 
 __all__ = ["PAGE_SIZE", "events"]
+
+PROVIDER = "mailgun"
 
 PAGE_SIZE = 300
 """The most events Mailgun returns in one page."""
@@ -37,8 +40,6 @@ MAX_PAGES = 100_000
 def events(adapter: MailgunAdapter, since: datetime, until: datetime) -> Iterator[list[EmailEvent]]:
     """Every event Mailgun holds for the adapter's domain from ``since`` to ``until``, oldest
     first, one list per page."""
-    from unimailtrack.adapters.mailgun import PROVIDER, event_from
-
     authorization = getattr(adapter, "_authorization", None)
     if authorization is None or adapter.domain is None:
         raise ConfigurationError("a Mailgun backfill needs the API key and the domain in the DSN")
@@ -64,8 +65,6 @@ def events(adapter: MailgunAdapter, since: datetime, until: datetime) -> Iterato
                 try:
                     found.append(event_from(item))
                 except PayloadError:  # an item the mapping cannot read: kept as it came
-                    from unimailtrack.adapters.base import unknown_event
-
                     found.append(unknown_event(PROVIDER, item, "unreadable Events API item"))
         yield found
         paging = page.get("paging")

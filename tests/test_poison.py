@@ -30,8 +30,9 @@ from hypothesis import strategies as st
 
 import fuzz_webhooks as F
 import webhook_kits
-from unimailtrack import EmailEvent, EventType, StoreContentError, StoreError
+from unimailtrack import DeliveryStatus, EmailEvent, EventType, StoreContentError, StoreError
 from unimailtrack._json import UntrustedJSONError, load_untrusted, nesting_exceeds
+from unimailtrack.lifecycle import fold
 from unimailtrack.model import ATTEMPT_MAX, ID_MAX_BYTES, REASON_MAX, make_event
 from unimailtrack.tracking import Tracker
 from unimailtrack.tracking._store import ProgramFactory, Query, Store
@@ -292,6 +293,39 @@ def test_a_type_given_as_text_is_taken_or_refused_at_construction() -> None:
     assert EmailEvent(type="bounced", **fields).type is EventType.BOUNCED  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a valid EventType"):
         EmailEvent(type="exploded", **fields)  # type: ignore[arg-type]
+
+
+def test_events_hand_built_with_text_types_are_stored_and_folded(tracker: Tracker) -> None:
+    """Every way of building an event by hand turns a text ``type`` into its member before the
+    tracker sees it, so that the lifecycle fold never meets a plain string."""
+    base = EmailEvent(
+        provider="x",
+        type="delivered",  # type: ignore[arg-type]
+        provider_event="d",
+        recipient="a@example.com",
+        event_id="1",
+        timestamp=NOW,
+        tracking_id=TID,
+    )
+    opened = dataclasses.replace(base, type="opened", event_id="2")
+    bounced = make_event("x", "bounced", "b", "a@example.com", "3", NOW, None, TID)  # type: ignore[arg-type]
+    clicked = EmailEvent.from_dict({**base.to_dict(), "type": "clicked", "event_id": "4"})
+    events = [base, opened, bounced, clicked]
+    assert [e.type.__class__ for e in events] == [EventType] * 4
+    assert tracker.ingest(events).new == 4
+    # The same events built from the members fold to the same state.
+    members = [dataclasses.replace(e, type=EventType(e.type.value)) for e in events]
+    assert tracker.state(TID).status is fold(members).status is DeliveryStatus.CLICKED
+    assert {e.type for e in tracker.timeline(TID)} == {
+        EventType.DELIVERED,
+        EventType.OPENED,
+        EventType.BOUNCED,
+        EventType.CLICKED,
+    }
+    with pytest.raises(ValueError, match="not a valid EventType"):
+        dataclasses.replace(base, type="exploded")
+    with pytest.raises(ValueError, match="not a valid EventType"):
+        make_event("x", "exploded", "b", "a@example.com", "5", NOW)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the store

@@ -152,11 +152,13 @@ class SuppressionPage:
 @dataclass(frozen=True, slots=True)
 class PushCall:
     """One request that writes ``entries`` into a provider's suppression list; ``check``
-    raises a ``SendError`` when the provider did not take it."""
+    raises a ``SendError`` when the provider did not take it, and may return the entries it
+    refused one by one, with why (a provider that answers per address); they are reported as
+    skipped, the others as pushed."""
 
     request: httpx.Request
     entries: tuple[RemoteSuppression, ...]
-    check: Callable[[httpx.Response], None]
+    check: Callable[[httpx.Response], Sequence[tuple[RemoteSuppression, str]] | None]
 
 
 @dataclass(slots=True)
@@ -523,11 +525,22 @@ class Adapter(ABC):
                 return
             cursor = page.cursor
 
-    def _push_one(self, call: PushCall) -> None:
-        call.check(self.transport.send(call.request))
+    def _push_one(self, call: PushCall) -> Sequence[tuple[RemoteSuppression, str]] | None:
+        return call.check(self.transport.send(call.request))
 
-    async def _apush_one(self, call: PushCall) -> None:
-        call.check(await self.async_transport.send(call.request))
+    async def _apush_one(self, call: PushCall) -> Sequence[tuple[RemoteSuppression, str]] | None:
+        return call.check(await self.async_transport.send(call.request))
+
+    @staticmethod
+    def _pushed(
+        call: PushCall, refused: Sequence[tuple[RemoteSuppression, str]] | None, result: PushResult
+    ) -> None:
+        if not refused:
+            result.pushed.extend(call.entries)
+            return
+        gone = {entry for entry, _ in refused}
+        result.pushed.extend(e for e in call.entries if e not in gone)
+        result.skipped.extend(refused)
 
     def push_suppressions(self, entries: Sequence[RemoteSuppression]) -> PushResult:
         """Write ``entries`` into the provider's own suppression list, so that it refuses
@@ -536,11 +549,11 @@ class Adapter(ABC):
         result = PushResult(skipped=list(skipped))
         for call in calls:
             try:
-                call_with_retry(self.retry, partial(self._push_one, call))
+                refused = call_with_retry(self.retry, partial(self._push_one, call))
             except SendError as exc:
                 result.errors.append(exc)
             else:
-                result.pushed.extend(call.entries)
+                self._pushed(call, refused, result)
         return result
 
     async def apush_suppressions(self, entries: Sequence[RemoteSuppression]) -> PushResult:
@@ -548,11 +561,11 @@ class Adapter(ABC):
         result = PushResult(skipped=list(skipped))
         for call in calls:
             try:
-                await acall_with_retry(self.retry, partial(self._apush_one, call))
+                refused = await acall_with_retry(self.retry, partial(self._apush_one, call))
             except SendError as exc:
                 result.errors.append(exc)
             else:
-                result.pushed.extend(call.entries)
+                self._pushed(call, refused, result)
         return result
 
     @classmethod

@@ -2,7 +2,8 @@
 
 The rooms: :mod:`.send` builds requests and reads answers (Postmark's error table),
 :mod:`.events` holds Postmark's vocabulary and maps it, :mod:`.signing` checks the credentials a
-webhook carries (Postmark signs nothing). This module is the adapter: its constructor and DSN.
+webhook carries (Postmark signs nothing), :mod:`.suppressions` reads and writes the message
+stream's suppression list. This module is the adapter: its constructor and DSN.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ import httpx
 
 from unimailtrack._version import __version__
 from unimailtrack.adapters._credentials import CREDENTIAL_OPTIONS, credential_options
-from unimailtrack.adapters.base import Adapter, Call, Recipient
+from unimailtrack.adapters.base import (
+    Adapter,
+    Call,
+    PushCall,
+    Recipient,
+    RemoteSuppression,
+    SuppressionPage,
+)
 from unimailtrack.adapters.postmark import events, send, signing
 from unimailtrack.adapters.postmark.signing import SECRET_ENV, PostmarkWebhookSigner
 from unimailtrack.errors import ConfigurationError
-from unimailtrack.model import Email, EmailEvent
+from unimailtrack.model import Email, EmailEvent, EventType
 
 if TYPE_CHECKING:
     from unimailtrack.config import Dsn
@@ -135,6 +143,49 @@ class PostmarkAdapter(Adapter):
         """Map a Postmark webhook body onto canonical events (pure; raises only
         ``PayloadError``)."""
         return events.parse_events(body)
+
+    # ------------------------------------------------------------------ suppression list
+
+    def _api_headers(self) -> httpx.Headers:
+        if self._headers is None:
+            raise ConfigurationError(
+                "Postmark's suppression list needs a server token: postmark://SERVER_TOKEN@default",
+                provider=PROVIDER,
+            )
+        return self._headers
+
+    def suppression_page_request(self, cursor: str | None) -> httpx.Request:
+        """The message stream's suppression dump, one ``SuppressionReason`` a page."""
+        from unimailtrack.adapters.postmark import suppressions
+
+        return suppressions.page_request(
+            self.base_url, self.message_stream, self._api_headers(), cursor
+        )
+
+    def read_suppression_page(
+        self, cursor: str | None, response: httpx.Response
+    ) -> SuppressionPage:
+        from unimailtrack.adapters.postmark import suppressions
+
+        return suppressions.read_page(self.message_stream, cursor, response)
+
+    def suppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        """``POST`` the entries into the message stream's list, 50 a request."""
+        from unimailtrack.adapters.postmark import suppressions
+
+        return suppressions.push_calls(
+            self.base_url, self.message_stream, self._api_headers(), entries
+        )
+
+    @classmethod
+    def list_change(cls, provider_event: str, type: EventType) -> str | None:
+        """A ``SubscriptionChange`` is Postmark's list itself changing: an address added
+        (``SuppressSending: true``) or reactivated (``false``)."""
+        if provider_event != "SubscriptionChange":
+            return None
+        return {EventType.UNSUBSCRIBED: "added", EventType.RESUBSCRIBED: "lifted"}.get(type)
 
     def __repr__(self) -> str:
         return f"<PostmarkAdapter stream={self.message_stream!r} {self._credentials!r}>"

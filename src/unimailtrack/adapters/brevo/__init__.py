@@ -3,7 +3,8 @@ by credentials.
 
 The rooms: :mod:`.send` builds requests and reads answers (Brevo's error table), :mod:`.events`
 holds Brevo's vocabulary and maps it, :mod:`.signing` checks the credentials a webhook carries
-(Brevo signs nothing). This module is the adapter: its constructor and its DSN.
+(Brevo signs nothing), :mod:`.suppressions` reads the blocked transactional contacts. This
+module is the adapter: its constructor and its DSN.
 """
 
 from __future__ import annotations
@@ -17,10 +18,17 @@ import httpx
 
 from unimailtrack._version import __version__
 from unimailtrack.adapters._credentials import CREDENTIAL_OPTIONS, credential_options
-from unimailtrack.adapters.base import Adapter, Call, Recipient
+from unimailtrack.adapters.base import (
+    Adapter,
+    Call,
+    PushCall,
+    Recipient,
+    RemoteSuppression,
+    SuppressionPage,
+)
 from unimailtrack.adapters.brevo import events, send, signing
 from unimailtrack.adapters.brevo.signing import SECRET_ENV, BrevoWebhookSigner
-from unimailtrack.errors import ConfigurationError
+from unimailtrack.errors import ConfigurationError, NotSupported
 from unimailtrack.model import Email, EmailEvent
 
 if TYPE_CHECKING:
@@ -132,6 +140,36 @@ class BrevoAdapter(Adapter):
         """Map a Brevo webhook body (one event or a batch) onto canonical events (pure; raises
         only ``PayloadError``)."""
         return events.parse_events(body)
+
+    # ------------------------------------------------------------------ suppression list
+
+    def suppression_page_request(self, cursor: str | None) -> httpx.Request:
+        """A page of the blocked transactional contacts (100 a page, oldest first)."""
+        from unimailtrack.adapters.brevo import suppressions
+
+        if self._headers is None:
+            raise ConfigurationError(
+                "Brevo's blocked contacts need an API key: brevo://API_KEY@default",
+                provider=PROVIDER,
+            )
+        return suppressions.page_request(self.base_url, self._headers, cursor)
+
+    def read_suppression_page(
+        self, cursor: str | None, response: httpx.Response
+    ) -> SuppressionPage:
+        from unimailtrack.adapters.brevo import suppressions
+
+        return suppressions.read_page(cursor, response)
+
+    def suppression_push_calls(
+        self, entries: Sequence[RemoteSuppression]
+    ) -> tuple[list[PushCall], list[tuple[RemoteSuppression, str]]]:
+        """Refused: Brevo's API reads blocked transactional contacts and unblocks them, and
+        documents no request that blocks one."""
+        raise NotSupported(
+            PROVIDER,
+            "writing its blocked transactional contacts (its API only reads and unblocks them)",
+        )
 
     def __repr__(self) -> str:
         return f"<BrevoAdapter {self._credentials!r}>"

@@ -41,7 +41,9 @@ import httpx
 from unimailtrack.adapters.base import Adapter
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
 from unimailtrack.adapters.ses.signing import topic_region
+from unimailtrack.emulator import brevo as _brevo_api
 from unimailtrack.emulator import mailgun as _mailgun_api
+from unimailtrack.emulator import postmark as _postmark_api
 from unimailtrack.emulator import sendgrid as _sendgrid_api
 from unimailtrack.emulator import ses as _ses_api
 from unimailtrack.emulator._model import (
@@ -77,6 +79,8 @@ _API_MODULES: Final[Mapping[str, Any]] = {
     "sendgrid": _sendgrid_api,
     "mailgun": _mailgun_api,
     "ses": _ses_api,
+    "postmark": _postmark_api,
+    "brevo": _brevo_api,
 }
 """Each provider module's suppression-list API (``handles_api`` and ``answer_api``)."""
 _LOOPBACK_NAMES: Final = frozenset({"localhost"})

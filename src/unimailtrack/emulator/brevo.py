@@ -11,6 +11,10 @@ Each step of a copy's scenario becomes Brevo's transactional event (``request``,
 ``delivered``, ``hard_bounce``, ``soft_bounce``, ``blocked``, ``spam``, ``unique_opened`` or
 ``unique_proxy_open`` for a privacy proxy, ``click``, ``unsubscribed``) carrying the copy's
 ``X-Mailin-custom`` header back. Each is one request with the webhook's bearer token.
+
+The blocked transactional contacts are served as ``GET /v3/smtp/blockedContacts`` is (see
+:func:`answer_api`); a send to a blocked contact is accepted and reported ``blocked``, as
+Brevo does.
 """
 
 from __future__ import annotations
@@ -22,12 +26,21 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from unimailtrack.adapters.brevo import BrevoAdapter, BrevoWebhookSigner
 from unimailtrack.adapters.brevo.send import CUSTOM_HEADER, MAX_VERSIONS, SEND_PATH
-from unimailtrack.emulator._model import Answer, Incoming, Posting, SentCopy, stable_token
-from unimailtrack.emulator.scenarios import CLICKED_URL, Step, StepKind, scenario_for
+from unimailtrack.adapters.brevo.suppressions import LIST_PATH, PAGE_SIZE
+from unimailtrack.emulator._model import (
+    Answer,
+    Incoming,
+    Posting,
+    SentCopy,
+    SuppressionLists,
+    query_int,
+    stable_token,
+)
+from unimailtrack.emulator.scenarios import CLICKED_URL, SCENARIOS, Step, StepKind, scenario_for
 from unimailtrack.errors import InvalidAddress
 from unimailtrack.model import Address, BounceKind
 
@@ -131,6 +144,10 @@ class BrevoEmulator:
         self.signer = BrevoWebhookSigner(webhook_secret)
         self._seen: dict[str, Answer] = {}
         self._lock = threading.Lock()
+        self.suppressions = SuppressionLists()
+        """``contacts``: the blocked transactional contacts in Brevo's shape (``email``,
+        ``senderEmail``, ``reason`` with ``code`` and ``message``, ``blockedAt``), oldest
+        first."""
 
     @property
     def webhook_secret(self) -> str:
@@ -139,10 +156,17 @@ class BrevoEmulator:
     def handles(self, path: str) -> bool:
         return path == SEND_PATH
 
-    def accept(self, request: Incoming, now: datetime) -> tuple[Answer, list[SentCopy]]:
+    def refusal(self, request: Incoming) -> Answer | None:
+        """Brevo's 401 for a missing or wrong API key, else None."""
         key = request.headers.get("api-key", "")
         if not key or (self.api_key is not None and not secrets.compare_digest(key, self.api_key)):
-            return _error(401, "unauthorized", "Key not found"), []
+            return _error(401, "unauthorized", "Key not found")
+        return None
+
+    def accept(self, request: Incoming, now: datetime) -> tuple[Answer, list[SentCopy]]:
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused, []
         try:
             payload = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
@@ -158,6 +182,7 @@ class BrevoEmulator:
             if seen is not None:
                 return seen, []
         versions = payload.get("messageVersions") or [{"to": payload["to"]}]
+        blocked = {str(c.get("email", "")).lower() for c in self.suppressions.records("contacts")}
         copies, ids = [], []
         for index, version in enumerate(versions):
             digest = hashlib.sha256(f"{now.isoformat()}{index}{secrets.token_hex(4)}".encode())
@@ -173,7 +198,9 @@ class BrevoEmulator:
                         provider=self.name,
                         recipient=recipient,
                         message_id=message_id,
-                        scenario=scenario_for(recipient),
+                        scenario=SCENARIOS["dropped"]
+                        if recipient in blocked
+                        else scenario_for(recipient),
                         sender=payload["sender"]["email"],
                         subject=str(version.get("subject") or payload["subject"]),
                         accepted_at=now,
@@ -245,3 +272,42 @@ class BrevoEmulator:
             base_url=base_url,
             **options,
         )
+
+
+# --------------------------------------------------------------------------- blocked contacts
+
+
+def handles_api(path: str) -> bool:
+    return path == LIST_PATH
+
+
+def answer_api(emulator: BrevoEmulator, request: Incoming, now: datetime) -> Answer:
+    """``GET /v3/smtp/blockedContacts``: ``limit`` (at most 100, 50 by default) contacts from
+    ``offset``, oldest first with ``sort=asc`` (newest first otherwise), with the ``count`` of
+    them all. Brevo offers no request that adds one."""
+    refused = emulator.refusal(request)
+    if refused is not None:
+        return refused
+    if request.method != "GET":
+        return _error(
+            405, "method_not_allowed", f"{request.method} Method is not allowed on this path"
+        )
+    query = parse_qs(request.query)
+    limit = query_int(query, "limit", 50, 10**9)
+    if limit > PAGE_SIZE:
+        return _error(400, "out_of_range", f"limit must be at most {PAGE_SIZE}")
+    offset = query_int(query, "offset", 0, 10**9)
+    size = limit or 50
+    lists = emulator.suppressions
+    total = len(lists.records("contacts"))
+    if query.get("sort", ["desc"])[0] == "asc":
+        page = lists.page("contacts", offset, size)
+    else:
+        stop = max(0, total - offset)
+        start = max(0, stop - size)
+        page = lists.page("contacts", start, stop - start)
+        if page is not None:
+            page.reverse()
+    if page is None:
+        return _error(500, "internal_error", "Internal server error")
+    return Answer.json(200, {"contacts": page, "count": total})

@@ -12,22 +12,35 @@ Postmark posts nothing when it queues a message; every later step becomes its ow
 ``Blocked`` for a final failure), ``SpamComplaint``, ``Open``, ``Click``, ``SubscriptionChange``,
 with the message's ``Metadata`` and ``Tag``. Each is one request carrying the webhook's
 credentials in ``Authorization``, as Postmark sends the user and password of the webhook URL.
+
+Each message stream's suppression list is served as Postmark's Suppressions API does (see
+:func:`answer_api`); an address on the list of a message's stream is refused with 406 as well.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from email.utils import getaddresses
 from typing import Any, ClassVar, Final
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, unquote
 
 from unimailtrack.adapters.postmark import PostmarkAdapter, PostmarkWebhookSigner
 from unimailtrack.adapters.postmark.send import MAX_BATCH
-from unimailtrack.emulator._model import Answer, Incoming, Posting, SentCopy, iso_time, stable_token
+from unimailtrack.adapters.postmark.suppressions import PUSH_SIZE, REASONS
+from unimailtrack.emulator._model import (
+    Answer,
+    Incoming,
+    Posting,
+    SentCopy,
+    SuppressionLists,
+    iso_time,
+    stable_token,
+)
 from unimailtrack.emulator.scenarios import CLICKED_URL, Step, StepKind, scenario_for
 from unimailtrack.errors import InvalidAddress
 from unimailtrack.model import Address, BounceKind
@@ -197,6 +210,9 @@ class PostmarkEmulator:
     ) -> None:
         self.server_token = server_token
         self.signer = PostmarkWebhookSigner(webhook_secret)
+        self.suppressions = SuppressionLists()
+        """Message stream id -> its suppressions, in Postmark's shape (``EmailAddress``,
+        ``SuppressionReason``, ``Origin``, ``CreatedAt``)."""
 
     @property
     def webhook_secret(self) -> str:
@@ -205,7 +221,8 @@ class PostmarkEmulator:
     def handles(self, path: str) -> bool:
         return path in (_SINGLE, _BATCH)
 
-    def accept(self, request: Incoming, now: datetime) -> tuple[Answer, list[SentCopy]]:
+    def refusal(self, request: Incoming) -> Answer | None:
+        """Postmark's 401 for a missing or wrong server token, else None."""
         token = request.headers.get("x-postmark-server-token", "")
         if not token or (
             self.server_token is not None and not secrets.compare_digest(token, self.server_token)
@@ -214,7 +231,13 @@ class PostmarkEmulator:
                 401,
                 10,
                 "The Server Token you provided in the X-Postmark-Server-Token header was invalid.",
-            ), []
+            )
+        return None
+
+    def accept(self, request: Incoming, now: datetime) -> tuple[Answer, list[SentCopy]]:
+        refused = self.refusal(request)
+        if refused is not None:
+            return refused, []
         try:
             payload = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
@@ -239,7 +262,11 @@ class PostmarkEmulator:
         if problem is not None:
             return {"ErrorCode": 300, "Message": problem}, []
         recipients = _recipients(message["To"]) or []
-        inactive = [r for r in recipients if scenario_for(r).name == "dropped"]
+        stream = message.get("MessageStream") or "outbound"
+        listed = {
+            str(r.get("EmailAddress", "")).lower() for r in self.suppressions.records(str(stream))
+        }
+        inactive = [r for r in recipients if scenario_for(r).name == "dropped" or r in listed]
         if inactive:
             return {
                 "ErrorCode": 406,
@@ -322,3 +349,78 @@ class PostmarkEmulator:
             base_url=base_url,
             **options,
         )
+
+
+# --------------------------------------------------------------------------- suppression list
+
+_API_PATH: Final = re.compile(r"/message-streams/(?P<stream>[^/]+)/suppressions(?P<dump>/dump)?")
+
+
+def handles_api(path: str) -> bool:
+    return _API_PATH.fullmatch(path) is not None
+
+
+def _matches(record: Mapping[str, Any], query: Mapping[str, list[str]]) -> bool:
+    for name in ("SuppressionReason", "Origin", "EmailAddress"):
+        wanted = next((v[0] for k, v in query.items() if k.lower() == name.lower() and v), None)
+        if wanted is not None and str(record.get(name, "")).lower() != wanted.lower():
+            return False
+    return True
+
+
+def answer_api(emulator: PostmarkEmulator, request: Incoming, now: datetime) -> Answer:
+    """Postmark's Suppressions API for any message stream: ``GET .../suppressions/dump`` (the
+    whole list, filtered by ``SuppressionReason``, ``Origin`` and ``EmailAddress``) and ``POST
+    .../suppressions`` (at most 50 addresses, each answered ``Suppressed`` or ``Failed``)."""
+    refused = emulator.refusal(request)
+    if refused is not None:
+        return refused
+    found = _API_PATH.fullmatch(request.path)
+    assert found is not None
+    stream, lists = unquote(found["stream"]), emulator.suppressions
+    if found["dump"] and request.method == "GET":
+        query = parse_qs(request.query)
+        reason = next((v[0] for k, v in query.items() if k.lower() == "suppressionreason"), None)
+        if reason is not None and reason not in REASONS:
+            return _error(422, 300, f"Invalid SuppressionReason: {reason}.")
+        page = lists.page(stream, 0, 10**9)
+        if page is None:
+            return _error(500, 500, "Internal server error.")
+        return Answer.json(200, {"Suppressions": [r for r in page if _matches(r, query)]})
+    if not found["dump"] and request.method == "POST":
+        try:
+            entries = json.loads(request.body)["Suppressions"]
+            if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+                raise ValueError("Suppressions is not a list of objects")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return _error(422, 300, "The request should have a Suppressions array.")
+        if len(entries) > PUSH_SIZE:
+            return _error(422, 300, f"At most {PUSH_SIZE} suppressions can be added at once.")
+        answers, records = [], []
+        for entry in entries:
+            address = entry.get("EmailAddress")
+            try:
+                email = Address.parse(address).email if isinstance(address, str) else None
+            except InvalidAddress:
+                email = None
+            if email is None:
+                answers.append(
+                    {
+                        "EmailAddress": address,
+                        "Status": "Failed",
+                        "Message": "Invalid email address",
+                    }
+                )
+                continue
+            answers.append({"EmailAddress": address, "Status": "Suppressed", "Message": None})
+            records.append(
+                {
+                    "EmailAddress": email,
+                    "SuppressionReason": "ManualSuppression",
+                    "Origin": "Customer",
+                    "CreatedAt": now.isoformat(timespec="seconds"),
+                }
+            )
+        lists.add(stream, *records)
+        return Answer.json(200, {"Suppressions": answers})
+    return _error(405, 405, "Method not allowed.")

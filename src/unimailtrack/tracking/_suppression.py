@@ -1013,6 +1013,8 @@ def import_rows(
 _ALL_STREAM_CAUSES = frozenset({EventType.COMPLAINED.value})
 _HARD_CAUSES = frozenset({EventType.BOUNCED.value, EventType.DROPPED.value})
 _DELIVERED = EventType.DELIVERED.value
+_UNKNOWN = EventType.UNKNOWN.value
+_PROVIDER_BLOCK = "blocked"
 
 
 def from_events(
@@ -1087,7 +1089,8 @@ def from_events(
                 scope,
                 LIFTED if lifting else ADDED,
                 recipient.strip(),
-                kind,
+                # a provider's own list change that is no delivery event: the provider blocks it
+                _PROVIDER_BLOCK if kind == _UNKNOWN else kind,
                 row[12],
                 (SuppressionSource.PROVIDER_SYNC if synced else SuppressionSource.EVENT).value,
                 provider,

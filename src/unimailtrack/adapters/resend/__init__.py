@@ -20,7 +20,7 @@ from unimailtrack.adapters.base import Adapter, Call, Recipient
 from unimailtrack.adapters.resend import events, send, signing
 from unimailtrack.adapters.resend.signing import SECRET_ENV, ResendWebhookSigner
 from unimailtrack.errors import ConfigurationError
-from unimailtrack.model import Email, EmailEvent
+from unimailtrack.model import Email, EmailEvent, EventType
 
 if TYPE_CHECKING:
     from unimailtrack.config import Dsn
@@ -29,6 +29,7 @@ __all__ = ["SECRET_ENV", "ResendAdapter", "ResendWebhookSigner"]
 
 PROVIDER: Final = "resend"
 _log = logging.getLogger("unimailtrack.send")
+_LIST_CHANGES: Final = {"suppression.added": "added", "suppression.removed": "lifted"}
 
 
 def _split(text: str) -> list[str]:
@@ -135,6 +136,13 @@ class ResendAdapter(Adapter):
         """Map a Resend webhook body onto canonical events (pure; raises only
         ``PayloadError``)."""
         return events.parse_events(body)
+
+    @classmethod
+    def list_change(cls, provider_event: str, type: EventType) -> str | None:
+        """``suppression.added`` and ``suppression.removed`` are Resend's own list changing
+        (after a hard bounce, a complaint, or by hand in Resend)."""
+        del type
+        return _LIST_CHANGES.get(provider_event)
 
     def __repr__(self) -> str:
         return f"<ResendAdapter base_url={self.base_url!r} webhook_secrets={self._secret_count}>"

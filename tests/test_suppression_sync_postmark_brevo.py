@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from unimailtrack import suppression_sync
@@ -21,7 +20,7 @@ from unimailtrack.adapters.base import RemoteSuppression
 from unimailtrack.cli import main
 from unimailtrack.emulator import Emulator
 from unimailtrack.emulator._server import RateLimit
-from unimailtrack.errors import ConfigurationError, NotSupported, PayloadError
+from unimailtrack.errors import NotSupported
 from unimailtrack.model import DeliveryStatus, Email
 from unimailtrack.tracking import Tracker
 
@@ -257,19 +256,6 @@ def test_the_async_shells_read_postmark_and_brevo_the_same() -> None:
         assert asyncio.run(run("brevo")) == (154, 2)
 
 
-def test_postmark_cursors_and_answers_are_checked() -> None:
-    adapter = PostmarkAdapter("token")
-    with pytest.raises(ValueError, match="not a Postmark suppression cursor"):
-        adapter.suppression_page_request(json.dumps({"reason": "Everything"}))
-    request = adapter.suppression_page_request(None)
-    assert request.url.path == "/message-streams/outbound/suppressions/dump"
-    assert request.url.params["SuppressionReason"] == "HardBounce"
-    with pytest.raises(PayloadError):
-        adapter.read_suppression_page(None, httpx.Response(200, json=[], request=request))
-    with pytest.raises(ConfigurationError, match="needs a server token"):
-        next(PostmarkAdapter().list_suppressions())
-
-
 # --------------------------------------------------------------------------- Brevo
 
 
@@ -343,19 +329,6 @@ def test_a_send_to_a_blocked_brevo_contact_is_reported_blocked(emulator: Emulato
     (copy,) = emulator.sent
     assert copy.scenario.name == "dropped"
     adapter.close()
-
-
-def test_brevo_cursors_and_answers_are_checked() -> None:
-    adapter = BrevoAdapter("key")
-    with pytest.raises(ValueError, match="not a Brevo suppression cursor"):
-        adapter.suppression_page_request(json.dumps({"offset": -1}))
-    request = adapter.suppression_page_request(json.dumps({"offset": 200}))
-    assert dict(request.url.params) == {"limit": "100", "offset": "200", "sort": "asc"}
-    with pytest.raises(PayloadError):
-        adapter.read_suppression_page(None, httpx.Response(200, json=[], request=request))
-    # An empty list may come without its array.
-    page = adapter.read_suppression_page(None, httpx.Response(200, json={}, request=request))
-    assert (page.items, page.cursor) == ((), None)
 
 
 # --------------------------------------------------------------------------- the command line

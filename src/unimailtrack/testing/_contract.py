@@ -370,6 +370,25 @@ class AdapterContract:
         assert failure.retryable
         assert failure.provider == self.adapter_class.name
 
+    def test_an_answer_nested_too_deeply_is_a_send_error_or_a_result(self) -> None:
+        """However deep the provider's answer nests, reading it raises a ``SendError`` (or the
+        send counts as done): never a ``RecursionError`` from inside the JSON decoder."""
+        deep = b"[" * 100_000 + b"]" * 100_000
+        for status in (200, 202, 400, 500):
+
+            def respond(request: httpx.Request, status: int = status) -> httpx.Response:
+                return httpx.Response(
+                    status, content=deep, headers={"Content-Type": "application/json"}
+                )
+
+            adapter = self._sending(_Recorder(respond))
+            failure: SendError | None = None
+            try:
+                adapter.send(_email())
+            except SendError as exc:
+                failure = exc
+            assert failure is None or failure.provider == self.adapter_class.name
+
     def test_sending_without_credentials_is_a_configuration_error(self) -> None:
         if not self.needs_credentials_to_send:
             assert self.unkeyed().name == self.adapter_class.name

@@ -25,6 +25,7 @@ from typing import Any, Final
 import httpx
 
 from unimailtrack._http import parse_retry_after, read_request
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters._encoding import dumps
 from unimailtrack.adapters.base import Call, Recipient, event_digest
 from unimailtrack.errors import (
@@ -182,7 +183,7 @@ def build_calls(
 
 def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()
+        return load_untrusted(response.content)
     except ValueError:
         return None
 

@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import httpx
 
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import RemoteSuppression, SuppressionPage, error_for_status
 from unimailtrack.errors import PayloadError
 from unimailtrack.model import DEFAULT_STREAM
@@ -107,7 +108,7 @@ def read_page(cursor: str | None, response: httpx.Response) -> SuppressionPage:
     offset = _offset(cursor)
     if response.status_code >= 300:
         try:
-            body = response.json()
+            body = load_untrusted(response.content)
         except ValueError:
             body = None
         message = body.get("message") if isinstance(body, dict) else None
@@ -115,7 +116,7 @@ def read_page(cursor: str | None, response: httpx.Response) -> SuppressionPage:
             PROVIDER, response, message if isinstance(message, str) else response.text[:500]
         )
     try:
-        body = response.json()
+        body = load_untrusted(response.content)
     except ValueError:
         raise PayloadError("Brevo answered a blocked-contacts page that is not JSON") from None
     if not isinstance(body, dict):

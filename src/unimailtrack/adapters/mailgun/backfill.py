@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from unimailtrack._http import call_with_retry
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import error_for_status, unknown_event
 from unimailtrack.adapters.mailgun.events import event_from
 from unimailtrack.errors import ConfigurationError, PayloadError, SendError
@@ -77,7 +78,7 @@ def _page(adapter: MailgunAdapter, request: httpx.Request) -> dict[str, Any]:
     if response.status_code != 200:
         raise error_for_status("mailgun", response, response.text[:200])
     try:
-        answer = response.json()
+        answer = load_untrusted(response.content)
     except ValueError:
         raise SendError(
             "Mailgun's Events API answered something that is not JSON", provider="mailgun"

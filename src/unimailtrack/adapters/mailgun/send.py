@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import httpx
 
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import Call, Recipient, error_for_status
 from unimailtrack.model import TRACKING_KEY, DeliveryStatus, Email, RecipientResult
 
@@ -147,7 +148,7 @@ def interpret_response(
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
-        data = response.json()
+        data = load_untrusted(response.content)
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

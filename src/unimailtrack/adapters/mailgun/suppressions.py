@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import httpx
 
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import (
     PushCall,
     RemoteSuppression,
@@ -124,7 +125,7 @@ def read_page(cursor: str | None, response: httpx.Response) -> SuppressionPage:
     if response.status_code >= 300:
         raise error_for_status("mailgun", response, response.text[:500])
     try:
-        body = response.json()
+        body = load_untrusted(response.content)
     except ValueError:
         raise PayloadError("Mailgun answered a suppression list that is not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):

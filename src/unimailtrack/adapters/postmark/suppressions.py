@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import httpx
 
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import (
     PushCall,
     RemoteSuppression,
@@ -125,7 +126,7 @@ def _entry(item: Any, message_stream: str) -> RemoteSuppression | None:
 
 def _error(response: httpx.Response) -> Exception:
     try:
-        body = response.json()
+        body = load_untrusted(response.content)
     except ValueError:
         body = None
     message = body.get("Message") if isinstance(body, dict) else None
@@ -139,7 +140,7 @@ def read_page(message_stream: str, cursor: str | None, response: httpx.Response)
     if response.status_code >= 300:
         raise _error(response)
     try:
-        body = response.json()
+        body = load_untrusted(response.content)
     except ValueError:
         raise PayloadError("Postmark answered a suppression dump that is not JSON") from None
     found = body.get("Suppressions") if isinstance(body, dict) else None
@@ -164,7 +165,7 @@ def _checker(
         if response.status_code >= 300:
             raise _error(response)
         try:
-            body = response.json()
+            body = load_untrusted(response.content)
         except ValueError:
             raise PayloadError("Postmark answered a suppression request that is not JSON") from None
         answers = body.get("Suppressions") if isinstance(body, dict) else None

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from unimailtrack._http import call_with_retry
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import error_for_status, event_digest
 from unimailtrack.errors import ConfigurationError, SendError
 from unimailtrack.model import BounceKind, EmailEvent, EventType
@@ -124,7 +125,7 @@ def _messages(adapter: SendGridAdapter, request: httpx.Request) -> list[dict[str
     if response.status_code != 200:
         raise error_for_status("sendgrid", response, response.text[:200])
     try:
-        answer = response.json()
+        answer = load_untrusted(response.content)
     except ValueError:
         raise SendError(
             "SendGrid's Email Activity API answered something that is not JSON",

@@ -23,6 +23,7 @@ from typing import Any, Final
 import httpx
 
 from unimailtrack._http import read_request
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import Call, Recipient, error_for_status
 from unimailtrack.adapters.sendgrid.events import NOT_METADATA
 from unimailtrack.errors import FieldError, InvalidRequest
@@ -186,7 +187,7 @@ def build_calls(
 def _error_details(response: httpx.Response) -> tuple[str, list[FieldError]]:
     """SendGrid's ``{"errors": [{"message", "field", "help"}]}`` as text and field errors."""
     try:
-        errors = response.json().get("errors")
+        errors = load_untrusted(response.content).get("errors")
     except (ValueError, AttributeError):
         return response.text.strip()[:500], []
     if not isinstance(errors, list):

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import httpx
 
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import (
     PushCall,
     RemoteSuppression,
@@ -86,7 +87,7 @@ def _json(response: httpx.Response) -> Any:
     if response.status_code >= 300:
         raise error_for_status("sendgrid", response, response.text[:500])
     try:
-        return response.json()
+        return load_untrusted(response.content)
     except ValueError:
         raise PayloadError("SendGrid answered a suppression list that is not JSON") from None
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from unimailtrack._http import parse_retry_after
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import Call, Recipient, error_for_status
 from unimailtrack.errors import (
     AuthenticationError,
@@ -415,7 +416,7 @@ def _error_code(response: httpx.Response) -> tuple[str, str]:
     """``(code, message)`` of an SES error response, the way AWS's own clients read it: the
     ``x-amzn-ErrorType`` header first, then the body's ``__type`` or ``code``."""
     try:
-        body = response.json()
+        body = load_untrusted(response.content)
     except ValueError:
         body = None
     if not isinstance(body, dict):
@@ -450,7 +451,7 @@ def interpret(recipient: Recipient, response: httpx.Response) -> list[RecipientR
     if not response.is_success:
         raise _send_error(response)
     try:
-        message_id = response.json().get("MessageId")
+        message_id = load_untrusted(response.content).get("MessageId")
     except (ValueError, AttributeError):
         message_id = None  # SES took it; a garbled answer must not cause a second send
     return [

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from unimailtrack._json import load_untrusted
 from unimailtrack.adapters.base import (
     PushCall,
     RemoteSuppression,
@@ -74,7 +75,7 @@ def read_page(cursor: str | None, response: httpx.Response) -> SuppressionPage:
     if response.status_code >= 300:
         raise _error(response)
     try:
-        body = response.json()
+        body = load_untrusted(response.content)
     except ValueError:
         raise PayloadError("SES answered a suppression list that is not JSON") from None
     summaries = body.get("SuppressedDestinationSummaries") if isinstance(body, dict) else None

@@ -9,21 +9,25 @@ adapter by the contract suite.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from unimailtrack._http import HttpxTransport
+from unimailtrack import DeliveryStatus, Email
+from unimailtrack._http import HttpxAsyncTransport, HttpxTransport, RetryPolicy
 from unimailtrack.adapters import MailgunAdapter, SendGridAdapter
+from unimailtrack.adapters.base import Call, Recipient
 from unimailtrack.adapters.brevo import suppressions as brevo
 from unimailtrack.adapters.mailgun import suppressions as mailgun
 from unimailtrack.adapters.postmark import suppressions as postmark
 from unimailtrack.adapters.sendgrid import suppressions as sendgrid
 from unimailtrack.adapters.ses import suppressions as ses
-from unimailtrack.errors import AuthenticationError, PayloadError, SendError
+from unimailtrack.errors import AuthenticationError, PayloadError, ProviderUnavailable, SendError
+from unimailtrack.model import RecipientResult
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -70,3 +74,58 @@ def test_a_deep_events_api_answer_is_a_send_error() -> None:
     start = datetime(2026, 3, 1, tzinfo=UTC)
     with pytest.raises(SendError, match="not JSON"):
         list(adapter.backfill(start, start + timedelta(hours=1)))
+
+
+class _NaiveAdapter(SendGridAdapter):
+    """An adapter that reads its answers with ``response.json()``, as a hand-written one may."""
+
+    def build_calls(self, email: Email, recipients: Sequence[Recipient]) -> list[Call]:
+        def interpret(response: httpx.Response) -> list[RecipientResult]:
+            found = response.json()
+            return [
+                RecipientResult(
+                    recipient=r.address.email,
+                    tracking_id=r.tracking_id,
+                    status=DeliveryStatus.ACCEPTED,
+                    message_id=str(found),
+                    provider=self.name,
+                )
+                for r in recipients
+            ]
+
+        request = httpx.Request("POST", "https://api.sendgrid.com/v3/mail/send")
+        return [Call(request, tuple(recipients), interpret)]
+
+
+_EMAIL = Email(sender="a@example.com", to=["b@example.com"], subject="s", text="t")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "cause", "error"),
+    [
+        (DEEP, 200, "RecursionError", SendError),
+        (b"<html>busy</html>", 502, "JSONDecodeError", ProviderUnavailable),
+        (b"\xff\xfe{", 200, "UnicodeDecodeError", SendError),
+    ],
+)
+def test_an_answer_a_naive_adapter_cannot_read_is_a_typed_failure(
+    body: bytes, status: int, cause: str, error: type[SendError]
+) -> None:
+    answer = httpx.Response(status, content=body)
+    adapter = _NaiveAdapter("SG.key", transport=_mock(answer), retry=RetryPolicy(max_retries=0))
+    delivery = adapter.deliver(_EMAIL, adapter.plan(_EMAIL))
+    (failure,) = delivery.errors
+    assert type(failure) is error
+    assert (failure.provider, failure.status, failure.detail) == ("sendgrid", status, cause)
+    assert [r.status for r in delivery.results] == [DeliveryStatus.FAILED]
+
+
+def test_the_async_path_reads_a_naive_adapter_s_deep_answer_as_a_send_error() -> None:
+    answer = httpx.Response(200, content=DEEP)
+    transport = HttpxAsyncTransport(
+        httpx.AsyncClient(transport=httpx.MockTransport(lambda request: answer))
+    )
+    adapter = _NaiveAdapter("SG.key", async_transport=transport, retry=RetryPolicy(max_retries=0))
+    delivery = asyncio.run(adapter.adeliver(_EMAIL, adapter.plan(_EMAIL)))
+    (failure,) = delivery.errors
+    assert type(failure) is SendError and failure.detail == "RecursionError"

@@ -15,6 +15,7 @@ one place.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from abc import ABC, abstractmethod
@@ -301,11 +302,26 @@ class Adapter(ABC):
 
     def _run(self, call: Call) -> list[RecipientResult]:
         with telemetry.span("send", provider=self.name, recipients=len(call.recipients)):
-            return call.interpret(self.transport.send(call.request))
+            return self._interpret(call, self.transport.send(call.request))
 
     async def _arun(self, call: Call) -> list[RecipientResult]:
         with telemetry.span("send", provider=self.name, recipients=len(call.recipients)):
-            return call.interpret(await self.async_transport.send(call.request))
+            return self._interpret(call, await self.async_transport.send(call.request))
+
+    def _interpret(self, call: Call, response: httpx.Response) -> list[RecipientResult]:
+        """``call.interpret(response)``, with an answer no decoder could read made a
+        ``SendError``: an adapter that reads its answer with ``response.json()`` would
+        otherwise let a ``RecursionError`` or ``JSONDecodeError`` out of a send."""
+        try:
+            return call.interpret(response)
+        except (RecursionError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            message = f"the {self.name} answer could not be read"
+            status, cause = response.status_code, type(exc).__name__
+            if status >= 500:
+                raise ProviderUnavailable(
+                    message, provider=self.name, status=status, detail=cause
+                ) from None
+            raise SendError(message, provider=self.name, status=status, detail=cause) from None
 
     async def _attempt(self, call: Call) -> list[RecipientResult] | SendError:
         """``call`` with retries; the error that ended it is returned, not raised."""

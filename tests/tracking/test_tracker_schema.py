@@ -5,12 +5,23 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
-from tracking_support import POSTGRES_URL, Store, drop_schema, event, require_postgres, with_schema
+from tracking_support import (
+    POSTGRES_URL,
+    T0,
+    Store,
+    drop_schema,
+    event,
+    require_postgres,
+    with_schema,
+)
 
-from unimailtrack import ConfigurationError, DeliveryStatus
+from unimailtrack import ConfigurationError, DeliveryStatus, Email, RecipientResult, SendResult
 from unimailtrack.tracking import StoreError, Tracker
 from unimailtrack.tracking._schema import LATEST, MIGRATIONS, Migration, migrate
 from unimailtrack.tracking._store import Program, Query
@@ -189,3 +200,98 @@ def test_a_version_1_suppression_list_moves_into_the_history(store: Store) -> No
     )
     assert bob is not None and (bob.cause, bob.source) == ("manual", "manual")
     assert [c.action for c in tracker.suppression_history("bob@example.com")] == ["added"]
+
+
+def test_version_7_indexes_standing_deferrals_by_a_column_of_their_own(store: Store) -> None:
+    """A version-6 database with a deferral and a delivery: after the migration the deferral
+    has its ``deferred_at_us`` (and still expires), the delivery has none, and a badge that
+    leaves ``deferred`` clears it."""
+    tracker = store.open(deferred_expiry=timedelta(hours=72))
+    tracker.record_send(
+        Email(sender="a@example.com", to=["ada@example.com"], subject="s", text="t"),
+        SendResult(
+            bulk_id="b1",
+            recipients=[
+                RecipientResult(
+                    recipient="ada@example.com",
+                    tracking_id="t1",
+                    status=DeliveryStatus.ACCEPTED,
+                    provider="memory",
+                )
+            ],
+        ),
+    )
+    tracker.ingest(
+        [
+            event("deferred", "t1", at=T0, recipient="ada@example.com"),
+            event("delivered", "t2", at=T0, recipient="bob@example.com"),
+        ]
+    )
+    dialect = tracker._store.dialect
+
+    def back_to_version_6() -> Program[None]:
+        yield Query("DROP INDEX messages_deferred")
+        yield Query("ALTER TABLE messages DROP COLUMN deferred_at_us")
+        yield Query(
+            "CREATE INDEX messages_deferred ON messages (decided_at_us) WHERE status = 'deferred'"
+        )
+        yield Query("DELETE FROM schema_migrations WHERE version = 7")
+
+    def deferred_at() -> Program[dict[str, int | None]]:
+        rows = yield Query("SELECT tracking_id, deferred_at_us FROM messages")
+        return dict(rows)
+
+    tracker._store.run(back_to_version_6, write=True)
+    version, _ = tracker._store.run(lambda: migrate(dialect, (), 0), write=True)
+    assert version == LATEST
+    at_t0 = int(T0.timestamp() * 1_000_000)
+    assert tracker._store.run(deferred_at, write=False)[0] == {"t1": at_t0, "t2": None}
+
+    store.clock.now = T0 + timedelta(hours=73)
+    assert tracker.state("t1").status is DeliveryStatus.FAILED
+    assert tracker.history("ada@example.com")[0].status is DeliveryStatus.FAILED
+    assert tracker.report(status="failed").total == 1
+    assert tracker.sweep() == 1
+    assert tracker._store.run(deferred_at, write=False)[0] == {"t1": None, "t2": None}
+
+    tracker.ingest(
+        [event("deferred", "t3", at=T0 + timedelta(hours=74), recipient="cy@example.com")]
+    )
+    tracker.ingest([event("delivered", "t1", at=T0 + timedelta(hours=74))])
+    assert tracker._store.run(deferred_at, write=False)[0] == {
+        "t1": None,
+        "t2": None,
+        "t3": at_t0 + 74 * 3600 * 1_000_000,
+    }
+
+
+def test_a_badge_change_is_a_heap_only_update_on_postgres() -> None:
+    """No index of ``messages`` holds a column a badge change writes, so PostgreSQL updates the
+    state in place (HOT) instead of writing every index of the table again."""
+    require_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    url = with_schema(POSTGRES_URL, schema)
+    try:
+        with Tracker.open(url) as tracker:
+            ids = [f"t{i}" for i in range(200)]
+            tracker.ingest([event("processed", t, recipient=f"{t}@example.com") for t in ids])
+            for kind, at in (("delivered", 10), ("opened", 20), ("clicked", 30)):
+                tracker.ingest([event(kind, t, at=at, recipient=f"{t}@example.com") for t in ids])
+        # Closed: the pool's backends ended and sent their statistics.
+        with psycopg.connect(POSTGRES_URL) as conn:
+            for _ in range(50):
+                found = conn.execute(
+                    "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                    "WHERE schemaname = %s AND relname = 'messages'",
+                    (schema,),
+                ).fetchone()
+                conn.commit()
+                if found is not None and found[0] >= 600:
+                    break
+                time.sleep(0.1)
+        assert found is not None and found[0] >= 600
+        # Before version 7 every badge change wrote the deferral index, so none was HOT; how
+        # many are now depends on the room left on each page.
+        assert found[1] >= 0.25 * found[0], found
+    finally:
+        drop_schema(schema)

@@ -367,6 +367,7 @@ def ingest(batch: Batch, policy: S.SoftBouncePolicy = _DEFAULT_POLICY) -> Progra
 
 
 _OPENED_BIT = SEEN_BITS[EventType.OPENED]
+_DEFERRED = EventType.DEFERRED.value
 _CLICKED_BIT = SEEN_BITS[EventType.CLICKED]
 
 
@@ -411,6 +412,7 @@ class _Partial:
             self.first_opened,
             self.first_clicked,
             now_us,
+            best[_TIMESTAMP] if best[_TYPE] == _DEFERRED else None,
         )
 
 
@@ -455,13 +457,23 @@ def _earliest(current: int | None, candidate: int) -> int:
 _STATE_INSERT = (
     "INSERT INTO messages (tracking_id, recipient, status, reason, bounce, smtp_status, rank, "
     "decided_at_us, event_id, seen, opens, clicks, first_delivered_at_us, first_opened_at_us, "
-    "first_clicked_at_us, updated_at_us)"
+    "first_clicked_at_us, updated_at_us, deferred_at_us)"
 )
 _WINS = (
     "(messages.rank IS NULL OR (excluded.rank, excluded.decided_at_us, excluded.event_id) > "
     "(messages.rank, messages.decided_at_us, messages.event_id))"
 )
-_DECIDED = ("status", "reason", "bounce", "smtp_status", "rank", "decided_at_us", "event_id")
+_DECIDED = (
+    "status",
+    "reason",
+    "bounce",
+    "smtp_status",
+    "rank",
+    "decided_at_us",
+    "event_id",
+    "deferred_at_us",
+)
+"""The columns the deciding event sets (``deferred_at_us``: its time when it is a deferral)."""
 
 
 def _earlier_sql(column: str) -> str:
@@ -711,7 +723,8 @@ def record_send(rows: SendRows, now_us: int) -> Program[list[StateChange]]:
 # --------------------------------------------------------------------------- reading
 
 _SEND_DECIDES = "(m.rank IS NULL OR m.rank = 0) AND m.send_status IS NOT NULL"
-_EXPIRED = "m.status = 'deferred' AND m.decided_at_us < :cutoff"
+_EXPIRED = "m.deferred_at_us < :cutoff"
+"""A deferral older than the window (``deferred_at_us`` is set only while deferred)."""
 BADGE_SQL = (
     f"CASE WHEN {_SEND_DECIDES} THEN m.send_status WHEN {_EXPIRED} THEN 'failed' "
     "ELSE COALESCE(m.status, 'unknown') END"
@@ -1036,8 +1049,8 @@ def count_events() -> Program[int]:
 
 _SWEEP = (
     "UPDATE messages SET previous_status = status, status = 'failed', "
-    f"reason = '{EXPIRED_REASON}', bounce = NULL, expired = TRUE, updated_at_us = :now "
-    "WHERE status = 'deferred' AND decided_at_us < :cutoff "
+    f"reason = '{EXPIRED_REASON}', bounce = NULL, expired = TRUE, updated_at_us = :now, "
+    "deferred_at_us = NULL WHERE deferred_at_us < :cutoff "
     "RETURNING tracking_id, recipient, bulk_id, decided_at_us"
 )
 

@@ -403,6 +403,27 @@ _V6_PARTITIONED_EVENTS = Migration(
 """On PostgreSQL the event history becomes a table partitioned by month of receipt, so that
 retention drops whole partitions; the events stored so far are its first partition."""
 
+_V7_DEFERRED_SINCE = Migration(
+    7,
+    "standing deferrals indexed by a column of their own",
+    (
+        # The deferrals waiting to expire were indexed by (decided_at_us) WHERE status =
+        # 'deferred', which every badge change touches: on PostgreSQL no update of a state
+        # could then be a heap-only (HOT) update, and each one wrote every index of messages
+        # again. deferred_at_us changes only when a message enters or leaves a deferral.
+        "ALTER TABLE messages ADD COLUMN deferred_at_us {bigint}",
+        "UPDATE messages SET deferred_at_us = decided_at_us WHERE status = 'deferred'",
+        "DROP INDEX messages_deferred",
+        "CREATE INDEX messages_deferred ON messages (deferred_at_us) "
+        "WHERE deferred_at_us IS NOT NULL",
+    ),
+    per_dialect={
+        # Room on each page for the updated version of a row: what a HOT update needs.
+        "postgresql": ("ALTER TABLE messages SET (fillfactor = 80)",),
+    },
+)
+"""``deferred_at_us`` is ``decided_at_us`` while the badge is ``deferred``, else NULL."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     _V1,
     _V2_NONCE_DIGEST,
@@ -410,6 +431,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _V4_EVENTS_BY_PROVIDER,
     _V5_DELIVERABILITY,
     _V6_PARTITIONED_EVENTS,
+    _V7_DEFERRED_SINCE,
 )
 LATEST = MIGRATIONS[-1].version
 

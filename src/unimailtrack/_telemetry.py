@@ -130,13 +130,31 @@ def _always() -> bool:
     return True
 
 
+_RECHECK = 1.0
+"""Seconds between two looks at the global provider while it is still the API's proxy."""
+
+
 def _installed(current: Callable[[], object], proxy: type[Any] | None) -> Callable[[], bool]:
-    """True once the global provider is a real one (an SDK's), not the API's proxy."""
+    """True once the global provider is a real one (an SDK's), not the API's proxy.
+
+    The API reads an environment variable on every ``get_tracer_provider()`` until an SDK is
+    set, a cost paid on each span and each ingest; an SDK, once set, is never unset. So a
+    real provider is remembered, and a proxy looked at again at most once a ``_RECHECK``."""
     if proxy is None:
         return _always
+    real = False
+    looked = -_RECHECK
 
     def installed() -> bool:
-        return not isinstance(current(), proxy)
+        nonlocal real, looked
+        if real:
+            return True
+        now = time.monotonic()
+        if now - looked < _RECHECK:
+            return False
+        looked = now
+        real = not isinstance(current(), proxy)
+        return real
 
     return installed
 

@@ -14,6 +14,7 @@ as one table with met / not met.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -53,8 +54,12 @@ class Row:
 
 def seconds_per_call(fn: Callable[[], object], *, repeat: int = 3, min_time: float = 0.1) -> float:
     """Best-of-``repeat`` seconds one call of ``fn`` takes (auto-ranged to ``min_time``): one
-    contender's measurement within a round."""
-    timer = timeit.Timer(fn)
+    contender's measurement within a round.
+
+    With the cyclic garbage collector on, as an application runs it: ``timeit`` turns it off
+    unless its setup turns it on again, and a parser that builds many objects would then be
+    timed without the collections they cause."""
+    timer = timeit.Timer(fn, setup="gc.enable()", globals={"gc": gc})
     number = 1
     while True:
         elapsed = timer.timeit(number)

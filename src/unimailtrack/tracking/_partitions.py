@@ -9,6 +9,12 @@ store gets within a month of the last one. There is no DEFAULT partition: an eve
 has no partition is refused (a 503 the provider retries), never put somewhere retention
 cannot drop.
 
+The events stored before that layout stay in ``events_legacy`` until they are split
+(``Tracker.split_legacy``; ``split_legacy`` below): once its month is over, its rows are copied
+into one new partition a month, in bounded batches that each commit with their progress, and a
+short final transaction swaps the copies in for it. After that retention drops the old months
+one by one instead of waiting for all of ``events_legacy`` to expire.
+
 The partition key is the time of receipt, not the provider's event time, because it is the
 one time that is always now: a provider's timestamp can be years off, a partition for every
 such month would have to exist, and retention would keep or drop events by a clock it does not
@@ -30,12 +36,15 @@ histories, reports and bulk statistics still answer for old sends. It is a dry r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, partial
 from typing import Any
 
+from unimailtrack.errors import ConfigurationError, StoreError
+from unimailtrack.tracking._records import from_micros
 from unimailtrack.tracking._store import Program, Query
 
 __all__ = [
@@ -43,10 +52,12 @@ __all__ = [
     "DEFAULT_DEDUPE_WINDOW",
     "MIN_WINDOW",
     "RetentionReport",
+    "SplitReport",
     "ensure_partitions",
     "month_start",
     "partitioned_insert_sql",
     "retention",
+    "split_legacy",
 ]
 
 AHEAD = 3
@@ -272,7 +283,10 @@ def _postgres_retention(
     )
 
 
-def as_rows(report: RetentionReport) -> Sequence[tuple[str, Any]]:
+def as_rows(report: RetentionReport | SplitReport) -> Sequence[tuple[str, Any]]:
+    """The report as (label, value) rows, for the command's table."""
+    if isinstance(report, SplitReport):
+        return _split_rows(report)
     return (
         ("keep", str(report.keep)),
         ("cutoff", report.cutoff.isoformat()),
@@ -282,3 +296,510 @@ def as_rows(report: RetentionReport) -> Sequence[tuple[str, Any]]:
         ("event ids", report.event_ids),
         ("kept partitions", ", ".join(report.kept_partitions) or "-"),
     )
+
+
+# --------------------------------------------------------------------------- the legacy split
+#
+# ``events_legacy`` is the table of before the partitioned layout, attached whole; it covers
+# every month up to the one after the migration, so retention can drop it only once all of it
+# has expired. The split moves its rows into one partition a month, PostgreSQL only:
+#
+# 1. Set up (one transaction): a trigger on events_legacy that records the id of every row
+#    written to it from now on (``legacy_split_touched``: a waiting event attached to its
+#    send, or an event stored by a process whose clock is behind); the staging table
+#    ``events_split``, partitioned like ``events`` with its indexes, and one partition a month
+#    under its final name, each with a CHECK of its range; the progress (``legacy_split``) and
+#    the rows counted in each month (``legacy_split_months``).
+# 2. Copy: the blocks of events_legacy as it was set up, a range at a time (a TID range scan,
+#    PostgreSQL 14+), each range in a transaction that also moves the cursor, so that a range
+#    is copied exactly once whatever fails. events_legacy stays in place: the store reads and
+#    writes it as before.
+# 3. Check (one transaction on one snapshot, no lock taken but a reader's): the staged copies
+#    of every recorded id are replaced by the row events_legacy holds; then the rows of each
+#    month are counted in both, and must agree. Those counts are kept.
+# 4. Swap (one short transaction under an ACCESS EXCLUSIVE lock on ``events``): the ids
+#    recorded since the check are replaced the same way, and every one of them that was in
+#    events_legacy at the check must have had exactly one staged copy (with the counts of the
+#    check, that proves the months still agree); events_legacy is detached, each staged
+#    partition is detached from the staging table and attached to ``events`` (its CHECK
+#    spares the attach a validating scan), and events_legacy and the staging are dropped.
+#
+# Why a trigger, rather than re-reading the staged rows still waiting for their send: an
+# update writes a new row version wherever there is room, so an event attached before its
+# block was copied can move to a block that was copied already, or past the blocks the copy
+# covers, and be missing from the copy with nothing in the copy to say so.
+
+SPLIT_BATCH = 50_000
+"""Rows a copy transaction of the split moves, about: it copies whole blocks."""
+SWAP_LOCK_TIMEOUT = "1s"
+"""How long the swap waits for the events table. While it waits every statement that wants
+the table waits behind it, so it gives up soon and tries again."""
+SWAP_ATTEMPTS = 5
+_LEGACY = "events_legacy"
+_SPLIT_LOCK = Query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.legacy_split'))")
+_BLOCKS = "pg_relation_size('events_legacy') / current_setting('block_size')::bigint"
+_KEY_SQL = """
+SELECT 1 FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+WHERE i.indrelid = 'events_legacy'::regclass AND i.indisunique AND i.indnkeyatts = 1
+AND a.attname = 'event_id'
+"""
+_SPLIT_DDL = (
+    'CREATE TABLE legacy_split_touched (event_id TEXT COLLATE "C" PRIMARY KEY, '
+    "inserted BOOLEAN NOT NULL)",
+    # Its own search_path: it runs in whichever session writes events_legacy.
+    """
+    CREATE FUNCTION legacy_split_touch() RETURNS trigger LANGUAGE plpgsql
+    SET search_path FROM CURRENT AS $$
+    BEGIN
+        INSERT INTO legacy_split_touched (event_id, inserted)
+        VALUES (NEW.event_id, TG_OP = 'INSERT') ON CONFLICT (event_id) DO NOTHING;
+        RETURN NULL;
+    END $$
+    """,
+    "CREATE TRIGGER legacy_split_touch AFTER INSERT OR UPDATE ON events_legacy "
+    "FOR EACH ROW EXECUTE FUNCTION legacy_split_touch()",
+)
+_SPLIT_TABLES = "events_split, legacy_split, legacy_split_months, legacy_split_touched"
+
+
+@dataclass(frozen=True, slots=True)
+class SplitReport:
+    """Where the split of ``events_legacy`` into monthly partitions stands (``applied``), or
+    what it would move (a dry run)."""
+
+    months: tuple[tuple[datetime, int], ...]
+    """Each month of ``events_legacy`` (its first instant, UTC) and its rows."""
+    rows_total: int
+    blocks_done: int
+    """Blocks of ``events_legacy`` copied so far."""
+    blocks_total: int
+    applied: bool
+    finished: bool
+    """The monthly partitions have replaced ``events_legacy``, or there was nothing to split."""
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Split:
+    """What the database holds: ``events_legacy``'s upper bound (None: no such partition) and
+    the split's progress."""
+
+    upper: int | None
+    begun: bool = False
+    staged: bool = False
+    next_block: int = 0
+    blocks: int = 0
+    checked: bool = False
+    months: tuple[tuple[int, int], ...] = ()
+    """(month start, rows) as counted when the split began, or by its check."""
+    tuples: float = 0.0
+    pages: int = 0
+
+
+def _state() -> Program[_Split]:
+    bounds = yield from _partitions()
+    upper = next((high for name, _, high in bounds if name == _LEGACY), None)
+    rows = yield Query(
+        "SELECT to_regclass('legacy_split') IS NOT NULL, to_regclass('events_split') IS NOT NULL"
+    )
+    begun, staged = bool(rows[0][0]), bool(rows[0][1])
+    if upper is None:
+        return _Split(None, begun, staged)
+    rows = yield Query(
+        f"SELECT reltuples, relpages, {_BLOCKS} FROM pg_class "  # noqa: S608 - constant text
+        "WHERE oid = 'events_legacy'::regclass"
+    )
+    tuples, pages, blocks = float(rows[0][0]), int(rows[0][1]), int(rows[0][2])
+    if not begun:
+        return _Split(upper, False, staged, 0, blocks, False, (), tuples, pages)
+    [(done, total, checked)] = yield Query(
+        "SELECT next_block, blocks, checked FROM legacy_split WHERE id = 1"
+    )
+    months = yield Query("SELECT month_us, rows FROM legacy_split_months ORDER BY month_us")
+    return _Split(
+        upper,
+        True,
+        staged,
+        int(done),
+        int(total),
+        bool(checked),
+        tuple((int(start), int(count)) for start, count in months),
+        tuples,
+        pages,
+    )
+
+
+def _month_starts(first_us: int, upper_us: int) -> list[int]:
+    """The start of every month from the one holding ``first_us`` to ``upper_us``."""
+    starts: list[int] = []
+    start = month_start(from_micros(first_us))
+    while _micros(start) < upper_us:
+        starts.append(_micros(start))
+        start = month_start(start, 1)
+    return starts
+
+
+def _per_month(rows: Sequence[tuple[Any, ...]], months: int) -> tuple[list[int], int]:
+    """``width_bucket`` counts as one count a month, and the count before the first."""
+    counts = [0] * months
+    before = 0
+    for bucket, number in rows:
+        if bucket == 0:
+            before += int(number)
+        else:
+            counts[int(bucket) - 1] += int(number)
+    return counts, before
+
+
+def _count_months(table: str, starts: Sequence[int]) -> Program[tuple[list[int], int]]:
+    """The rows of ``table`` in each month that starts at ``starts``, and before the first."""
+    rows = yield Query(
+        f"SELECT width_bucket(received_at_us, ?::bigint[]), COUNT(*) FROM {table} GROUP BY 1",  # noqa: S608 - one of ours
+        (list(starts),),
+    )
+    return _per_month(rows, len(starts))
+
+
+def _count_legacy(upper: int) -> Program[tuple[tuple[int, int], ...]]:
+    """Every month of events_legacy from its first event on, with its rows: one read of the
+    whole table, without the statement timeout (it blocks no writer)."""
+    yield Query("SET LOCAL statement_timeout = 0")
+    rows = yield Query("SELECT MIN(received_at_us) FROM events_legacy")
+    if rows[0][0] is None:
+        return ()
+    starts = _month_starts(int(rows[0][0]), upper)
+    counts, _ = yield from _count_months(_LEGACY, starts)
+    return tuple(zip(starts, counts, strict=True))
+
+
+def _bounds_of(start_us: int) -> tuple[str, int, int]:
+    start = from_micros(start_us)
+    return partition_name(start), start_us, _micros(month_start(start, 1))
+
+
+def _begin(counted: Sequence[tuple[int, int]]) -> Program[None]:
+    """Set the split up (step 1), unless it has begun or there is nothing to split."""
+    yield _SPLIT_LOCK
+    state = yield from _state()
+    if state.upper is None or state.begun:
+        return
+    [(version,)] = yield Query("SELECT current_setting('server_version_num')::int")
+    if int(version) < 140000:
+        raise StoreError(
+            "splitting events_legacy needs PostgreSQL 14 or later, which reads a range of "
+            "blocks without scanning the whole table"
+        )
+    if not (yield Query(_KEY_SQL)):
+        raise StoreError(
+            "events_legacy has no unique index on event_id (the primary key of the table it "
+            "was), which the split reads rows by: restore it before splitting"
+        )
+    for statement in _SPLIT_DDL:
+        yield Query(statement)
+    # After the trigger: every row written from now on is recorded, every row there was is in
+    # these blocks.
+    [(first, blocks)] = yield Query(
+        f"SELECT MIN(received_at_us), {_BLOCKS} FROM events_legacy"  # noqa: S608 - constant text
+    )
+    starts = [] if first is None else _month_starts(int(first), state.upper)
+    named = [_bounds_of(start) for start in starts]
+    taken = yield Query(
+        "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+        "AND relname = ANY(?)",
+        ([name for name, _, _ in named],),
+    )
+    if taken:
+        raise StoreError(
+            "cannot stage the monthly partitions of events_legacy: "
+            f"{', '.join(sorted(str(row[0]) for row in taken))} exist already"
+        )
+    yield Query(
+        "CREATE TABLE events_split (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES) "
+        "PARTITION BY RANGE (received_at_us)"
+    )
+    for name, low, high in named:
+        # The names and bounds are computed here. The CHECK, proven while the table is empty,
+        # is what lets the swap attach it to events without a scan.
+        yield Query(
+            f"CREATE TABLE {name} PARTITION OF events_split FOR VALUES FROM ({low}) TO ({high})"
+        )
+        yield Query(
+            f"ALTER TABLE {name} ADD CONSTRAINT split_bound "
+            f"CHECK (received_at_us >= {low} AND received_at_us < {high})"
+        )
+    yield Query(
+        "CREATE TABLE legacy_split (id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "next_block BIGINT NOT NULL, blocks BIGINT NOT NULL, checked BOOLEAN NOT NULL)"
+    )
+    yield Query(
+        "INSERT INTO legacy_split (id, next_block, blocks, checked) VALUES (1, 0, ?, FALSE)",
+        (int(blocks),),
+    )
+    yield Query(
+        "CREATE TABLE legacy_split_months (month_us BIGINT PRIMARY KEY, rows BIGINT NOT NULL)"
+    )
+    rows = dict(counted)
+    yield Query(
+        "INSERT INTO legacy_split_months (month_us, rows) "
+        "SELECT * FROM unnest(?::bigint[], ?::bigint[])",
+        (starts, [rows.get(start, 0) for start in starts]),
+    )
+
+
+@cache
+def _columns(prefix: str = "") -> str:
+    from unimailtrack.tracking._schema import column_kinds
+
+    return ", ".join(f"{prefix}{name}" for name in column_kinds()["events"])
+
+
+def _copy_batch(step: int) -> Program[tuple[int, int]]:
+    """Copy the next ``step`` blocks of events_legacy and move the cursor past them, in one
+    transaction (step 2); the blocks copied and the blocks in all, after it."""
+    yield _SPLIT_LOCK
+    [(begun,)] = yield Query("SELECT to_regclass('legacy_split') IS NOT NULL")
+    if not begun:
+        raise StoreError("the split of events_legacy was finished or abandoned meanwhile")
+    [(done, total)] = yield Query(
+        "SELECT next_block, blocks FROM legacy_split WHERE id = 1 FOR UPDATE"
+    )
+    done, total = int(done), int(total)
+    if done >= total:
+        return done, total
+    end = min(total, done + step)
+    # A TID range scan reads only these blocks; the bounds are integers computed here.
+    yield Query(
+        f"INSERT INTO events_split ({_columns()}) SELECT {_columns()} FROM events_legacy "  # noqa: S608
+        f"WHERE ctid >= '({done},0)'::tid AND ctid < '({end},0)'::tid"
+    )
+    yield Query("UPDATE legacy_split SET next_block = ? WHERE id = 1", (end,))
+    return end, total
+
+
+def _replace_touched(starts: Sequence[int]) -> Program[tuple[list[int], list[int]]]:
+    """Replace the staged copies of every recorded id by the row events_legacy holds, and
+    forget the ids; the staged rows removed in each month, and the recorded ids that were in
+    events_legacy before they were recorded (updated, not inserted), in each month."""
+    # received_at_us never changes, so a copy is found through the staged partitions'
+    # index on it, by the time events_legacy's row (read by its key) was received.
+    gone = yield Query(
+        "WITH gone AS (DELETE FROM events_split s "
+        "USING legacy_split_touched t JOIN events_legacy l USING (event_id) "
+        "WHERE s.received_at_us = l.received_at_us AND s.event_id = t.event_id "
+        "RETURNING s.received_at_us) "
+        "SELECT width_bucket(received_at_us, ?::bigint[]), COUNT(*) FROM gone GROUP BY 1",
+        (list(starts),),
+    )
+    yield Query(
+        f"INSERT INTO events_split ({_columns()}) SELECT {_columns('l.')} "  # noqa: S608
+        "FROM legacy_split_touched t JOIN events_legacy l USING (event_id)"
+    )
+    were = yield Query(
+        "SELECT width_bucket(l.received_at_us, ?::bigint[]), COUNT(*) "
+        "FROM legacy_split_touched t JOIN events_legacy l USING (event_id) "
+        "WHERE NOT t.inserted GROUP BY 1",
+        (list(starts),),
+    )
+    yield Query("DELETE FROM legacy_split_touched")
+    return _per_month(gone, len(starts))[0], _per_month(were, len(starts))[0]
+
+
+def _check(starts: Sequence[int]) -> Program[None]:
+    """Step 3, on one snapshot: what was written to events_legacy during the copy is copied
+    again, and then each month must hold as many rows in the staging as in events_legacy."""
+    yield Query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    yield Query("SET LOCAL statement_timeout = 0")
+    yield _SPLIT_LOCK
+    [(checked,)] = yield Query("SELECT checked FROM legacy_split WHERE id = 1")
+    if checked:
+        return
+    yield from _replace_touched(starts)
+    legacy, before = yield from _count_months(_LEGACY, starts)
+    staged, _ = yield from _count_months("events_split", starts)
+    if before or legacy != staged:
+        wrong = [
+            f"{partition_name(from_micros(start))}: {ours} copied, {theirs} in events_legacy"
+            for start, ours, theirs in zip(starts, staged, legacy, strict=True)
+            if ours != theirs
+        ]
+        if before:
+            wrong.append(f"{before} rows in events_legacy before its first month")
+        raise StoreError(f"the copy of events_legacy does not match it ({'; '.join(wrong)})")
+    yield Query(
+        "UPDATE legacy_split_months m SET rows = c.rows "
+        "FROM unnest(?::bigint[], ?::bigint[]) AS c(month_us, rows) WHERE m.month_us = c.month_us",
+        (list(starts), legacy),
+    )
+    yield Query("UPDATE legacy_split SET checked = TRUE WHERE id = 1")
+
+
+def _swap(starts: Sequence[int]) -> Program[None]:
+    """Step 4: the monthly partitions take the place of events_legacy."""
+    yield Query(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'")
+    yield _SPLIT_LOCK
+    [(begun,)] = yield Query("SELECT to_regclass('legacy_split') IS NOT NULL")
+    if not begun:
+        return  # swapped meanwhile
+    [(ready,)] = yield Query(
+        "SELECT next_block >= blocks AND checked FROM legacy_split WHERE id = 1"
+    )
+    if not ready:
+        raise StoreError("the copy of events_legacy is not complete and checked: run the split")
+    # Every partition of events with it; nothing writes events_legacy from here on.
+    yield Query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+    removed, were = yield from _replace_touched(starts)
+    if removed != were:
+        raise StoreError(
+            "the copy of events_legacy changed since it was checked "
+            f"(copies removed by month {removed}, expected {were}); nothing was swapped"
+        )
+    yield Query("ALTER TABLE events DETACH PARTITION events_legacy")
+    for start in starts:
+        name, low, high = _bounds_of(start)
+        yield Query(f"ALTER TABLE events_split DETACH PARTITION {name}")
+        yield Query(
+            f"ALTER TABLE events ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})"
+        )
+        yield Query(f"ALTER TABLE {name} DROP CONSTRAINT split_bound")
+    yield Query("DROP TABLE events_legacy")
+    yield from _drop_split()
+
+
+def _drop_split() -> Program[None]:
+    yield Query(f"DROP TABLE IF EXISTS {_SPLIT_TABLES}")
+    yield Query("DROP FUNCTION IF EXISTS legacy_split_touch()")
+
+
+def _abandon() -> Program[None]:
+    """events_legacy is gone (retention dropped it whole): so is what was staged for it."""
+    yield _SPLIT_LOCK
+    bounds = yield from _partitions()
+    if not any(name == _LEGACY for name, _, _ in bounds):
+        yield from _drop_split()
+
+
+def _blocks_per_batch(batch: int, state: _Split, rows: int) -> int:
+    """Blocks holding about ``batch`` rows: the planner's rows per block (``reltuples`` over
+    ``relpages``), or the rows counted over the blocks when the table was never analysed."""
+    if state.tuples > 0 and state.pages > 0:
+        per_block = state.tuples / state.pages
+    elif state.blocks > 0:
+        per_block = rows / state.blocks
+    else:
+        per_block = 0.0
+    if per_block <= 0:
+        return max(1, state.blocks)
+    return max(1, int(batch / per_block))
+
+
+def _lock_not_granted(exc: StoreError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == "55P03"  # lock_not_available
+
+
+def _swap_when_locked(run: Runner, starts: Sequence[int]) -> None:
+    for attempt in range(SWAP_ATTEMPTS):
+        try:
+            run(partial(_swap, starts), True)
+            return
+        except StoreError as exc:
+            if not _lock_not_granted(exc):
+                raise
+            if attempt == SWAP_ATTEMPTS - 1:
+                raise StoreError(
+                    f"the copy of events_legacy is complete, but the events table could not be "
+                    f"locked within {SWAP_LOCK_TIMEOUT} ({SWAP_ATTEMPTS} tries): run the split "
+                    "again to swap it in"
+                ) from exc
+        time.sleep(0.5 * (attempt + 1))
+
+
+def _report(
+    months: Sequence[tuple[int, int]],
+    done: int,
+    total: int,
+    applied: bool,
+    finished: bool,
+    note: str = "",
+) -> SplitReport:
+    return SplitReport(
+        tuple((from_micros(start), rows) for start, rows in months),
+        sum(rows for _, rows in months),
+        done,
+        total,
+        applied,
+        finished,
+        note,
+    )
+
+
+def split_legacy(
+    dialect: str,
+    run: Runner,
+    *,
+    now: datetime,
+    batch: int = SPLIT_BATCH,
+    apply: bool = False,
+    max_batches: int | None = None,
+) -> SplitReport:
+    """Split ``events_legacy`` into monthly partitions (``apply``), or count what it holds.
+
+    Resumable: every step commits with its progress, so a call after a failure (or after
+    ``max_batches`` copy transactions) goes on where the last one stopped."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    if max_batches is not None and max_batches < 0:
+        raise ValueError(f"max_batches must not be negative, got {max_batches}")
+    if dialect != "postgresql":
+        return SplitReport((), 0, 0, 0, apply, True, "nothing to split: SQLite keeps one table")
+    state: _Split = run(_state, False)
+    if state.upper is None:
+        if apply and (state.begun or state.staged):
+            run(_abandon, True)
+        return SplitReport((), 0, 0, 0, apply, True, "nothing to split: no events_legacy")
+    bound = from_micros(state.upper)
+    if now < bound:
+        if apply:
+            raise ConfigurationError(
+                f"events_legacy still receives events until {bound.isoformat()}; split it "
+                "once that month is over"
+            )
+        note = f"events_legacy receives events until {bound.isoformat()}; split it from then"
+    elif state.begun:
+        note = f"under way: {state.next_block} of {state.blocks} blocks copied"
+    else:
+        note = ""
+    if not apply:
+        months = run(partial(_count_legacy, state.upper), False)
+        return _report(months, state.next_block, state.blocks, False, False, note)
+    if not state.begun:
+        run(partial(_begin, run(partial(_count_legacy, state.upper), False)), True)
+        return split_legacy(dialect, run, now=now, batch=batch, apply=True, max_batches=max_batches)
+    months = state.months
+    step = _blocks_per_batch(batch, state, sum(rows for _, rows in months))
+    done, total = state.next_block, state.blocks
+    batches = 0
+    while done < total and (max_batches is None or batches < max_batches):
+        done, total = run(partial(_copy_batch, step), True)
+        batches += 1
+    if done < total:
+        return _report(months, done, total, True, False)
+    starts = [start for start, _ in months]
+    if not state.checked:
+        run(partial(_check, starts), True)
+        months = run(_state, False).months
+    _swap_when_locked(run, starts)
+    return _report(months, total, total, True, True)
+
+
+def _split_rows(report: SplitReport) -> Sequence[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = [
+        ("applied", report.applied),
+        ("finished", report.finished),
+        ("blocks", f"{report.blocks_done} / {report.blocks_total}"),
+        ("rows", report.rows_total),
+    ]
+    rows += [(start.strftime("%Y-%m"), count) for start, count in report.months]
+    if report.note:
+        rows.append(("note", report.note))
+    return rows

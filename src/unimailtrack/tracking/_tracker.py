@@ -59,7 +59,7 @@ from unimailtrack.tracking._records import (
 from unimailtrack.tracking._store import Program, ProgramFactory, Query, Store
 
 if TYPE_CHECKING:
-    from unimailtrack.tracking._partitions import RetentionReport
+    from unimailtrack.tracking._partitions import RetentionReport, SplitReport
 
 __all__ = ["DEFAULT_PATH", "SuppressionChange", "Tracker"]
 
@@ -1234,6 +1234,33 @@ class Tracker:
             dedupe_window=(
                 _partitions.DEFAULT_DEDUPE_WINDOW if dedupe_window is None else dedupe_window
             ),
+        )
+
+    def split_legacy(
+        self, *, batch: int = 50_000, apply: bool = False, max_batches: int | None = None
+    ) -> SplitReport:
+        """Move the events of ``events_legacy`` (PostgreSQL: the table of before the monthly
+        partitions, kept whole by the migration) into one partition a month, so that
+        retention can drop its months one by one. A dry run that only counts the rows of each
+        month unless ``apply``. Copies about ``batch`` rows a transaction, at most
+        ``max_batches`` transactions a call (None: all of them), each committed with its
+        progress: a later call goes on where one stopped or failed. When the copy is complete
+        it is checked, then swapped in for ``events_legacy`` in one short transaction. The
+        store stays usable throughout. Refused (``ConfigurationError``) while the month of
+        ``events_legacy`` is not over, as it can still receive events; on SQLite, or without
+        ``events_legacy``, there is nothing to split."""
+        from unimailtrack.tracking import _partitions
+
+        def run(program: ProgramFactory[Any], write: bool) -> Any:
+            return self._run(_Op(program, write=write))
+
+        return _partitions.split_legacy(
+            self._store.dialect.name,
+            run,
+            now=self._now(),
+            batch=batch,
+            apply=apply,
+            max_batches=max_batches,
         )
 
     def ping_writable(self) -> None:

@@ -577,28 +577,34 @@ def _copy_batch(step: int) -> Program[tuple[int, int]]:
     return end, total
 
 
+_TOUCHED_ROWS = (
+    "legacy_split_touched t CROSS JOIN LATERAL "
+    "(SELECT * FROM events_legacy l WHERE l.event_id = t.event_id LIMIT 1) l"
+)
+"""Each recorded id with events_legacy's row, read by its key: the LIMIT keeps the planner
+from joining by a scan of all of events_legacy instead."""
+
+
 def _replace_touched(starts: Sequence[int]) -> Program[tuple[list[int], list[int]]]:
     """Replace the staged copies of every recorded id by the row events_legacy holds, and
     forget the ids; the staged rows removed in each month, and the recorded ids that were in
     events_legacy before they were recorded (updated, not inserted), in each month."""
-    # received_at_us never changes, so a copy is found through the staged partitions'
-    # index on it, by the time events_legacy's row (read by its key) was received.
+    yield Query("ANALYZE legacy_split_touched")  # a few rows, or many: let the planner know
+    # received_at_us never changes, so a copy is found through the staged partitions' index
+    # on it, at the time events_legacy's row was received.
     gone = yield Query(
-        "WITH gone AS (DELETE FROM events_split s "
-        "USING legacy_split_touched t JOIN events_legacy l USING (event_id) "
+        f"WITH gone AS (DELETE FROM events_split s USING {_TOUCHED_ROWS} "  # noqa: S608
         "WHERE s.received_at_us = l.received_at_us AND s.event_id = t.event_id "
         "RETURNING s.received_at_us) "
         "SELECT width_bucket(received_at_us, ?::bigint[]), COUNT(*) FROM gone GROUP BY 1",
         (list(starts),),
     )
     yield Query(
-        f"INSERT INTO events_split ({_columns()}) SELECT {_columns('l.')} "  # noqa: S608
-        "FROM legacy_split_touched t JOIN events_legacy l USING (event_id)"
+        f"INSERT INTO events_split ({_columns()}) SELECT {_columns('l.')} FROM {_TOUCHED_ROWS}"  # noqa: S608
     )
     were = yield Query(
-        "SELECT width_bucket(l.received_at_us, ?::bigint[]), COUNT(*) "
-        "FROM legacy_split_touched t JOIN events_legacy l USING (event_id) "
-        "WHERE NOT t.inserted GROUP BY 1",
+        "SELECT width_bucket(l.received_at_us, ?::bigint[]), COUNT(*) "  # noqa: S608
+        f"FROM {_TOUCHED_ROWS} WHERE NOT t.inserted GROUP BY 1",
         (list(starts),),
     )
     yield Query("DELETE FROM legacy_split_touched")
@@ -614,6 +620,9 @@ def _check(starts: Sequence[int]) -> Program[None]:
     [(checked,)] = yield Query("SELECT checked FROM legacy_split WHERE id = 1")
     if checked:
         return
+    # Statistics for the staged partitions, which they keep once swapped in, and which the
+    # swap's statements are planned by.
+    yield Query("ANALYZE events_split")
     yield from _replace_touched(starts)
     legacy, before = yield from _count_months(_LEGACY, starts)
     staged, _ = yield from _count_months("events_split", starts)

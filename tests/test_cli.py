@@ -102,8 +102,8 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     assert "suppressions" in out
     assert "emulate" in out
     assert "alerts" in out and "outbox" in out
-    assert "worker" in out and "retention" in out
-    assert len(SUBCOMMANDS) == 13
+    assert "worker" in out and "retention" in out and "partitions" in out
+    assert len(SUBCOMMANDS) == 14
     for name in ("health", "orphans", "dead-letters"):
         assert name in out
 

@@ -740,6 +740,65 @@ def retention(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+# --------------------------------------------------------------------------- partitions
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _add_partitions(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "partitions",
+        help="the monthly partitions of the PostgreSQL event history",
+        description="split-legacy moves the events of events_legacy (the table of before the "
+        "monthly partitions) into one partition a month, so that retention drops its months "
+        "one by one: copied in batches that each commit with their progress (run it again to "
+        "resume), then swapped in by one short transaction. A dry run that counts the rows of "
+        "each month unless --apply. See docs/scale.md.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    split = actions.add_parser(
+        "split-legacy",
+        help="move events_legacy into monthly partitions (a dry run unless --apply)",
+    )
+    split.add_argument(
+        "--batch", type=_positive_int, default=50_000, help="rows a transaction (%(default)s)"
+    )
+    split.add_argument(
+        "--max-batches",
+        type=_positive_int,
+        metavar="N",
+        help="stop after N copy transactions (default: copy everything, then swap)",
+    )
+    split.add_argument("--apply", action="store_true", help="move the rows; without it, count")
+    _store_option(split)
+    _json_option(split)
+    split.set_defaults(run=partitions)
+
+
+def partitions(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from unimailtrack.tracking._partitions import as_rows
+
+    with _open_tracker(args) as tracker:
+        report = tracker.split_legacy(
+            batch=args.batch, apply=args.apply, max_batches=args.max_batches
+        )
+    if args.json:
+        _emit_json(asdict(report))
+    else:
+        print(_table(["", "split-legacy"], as_rows(report)))
+        if not report.applied:
+            print("(a dry run: nothing was moved; add --apply)")
+        elif not report.finished:
+            print("(not finished: run it again to go on)")
+    return Exit.OK
+
+
 # --------------------------------------------------------------------------- send
 
 
@@ -1693,6 +1752,7 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[Any]], None], ...] = (
     _add_serve,
     _add_worker,
     _add_retention,
+    _add_partitions,
     _add_send,
     _add_replay,
     _add_verify,

@@ -1,0 +1,429 @@
+"""Splitting ``events_legacy`` into monthly partitions (PostgreSQL).
+
+The store is populated the way a migrated one is: events received in past months, all of them
+in ``events_legacy``, some still waiting for their send. The split counts the rows of each
+month, copies them in batches that resume after an interruption (even a connection killed in
+the middle of a batch) without losing or doubling a row, keeps what is written to
+``events_legacy`` meanwhile (a waiting event attached to its send, an event stored late), and
+swaps the monthly partitions in, after which every event reads as before and retention drops
+the old months one by one."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from tracking_support import POSTGRES_URL, drop_schema, event, require_postgres, with_schema
+
+from unimailtrack import DeliveryStatus, Email, RecipientResult, SendResult, StoreError
+from unimailtrack.errors import ConfigurationError
+from unimailtrack.tracking import Tracker
+from unimailtrack.tracking import _partitions as partitions
+from unimailtrack.tracking._partitions import month_start, partition_name
+
+NOW = datetime.now(UTC)
+PAST = [month_start(NOW, -back) for back in (3, 2, 1)]
+"""The three months before this one: events_legacy holds events of each."""
+AFTER = month_start(NOW, 1) + timedelta(days=1)
+"""After events_legacy's month (the migration ran this month): it receives nothing more."""
+PER_MONTH = 122
+"""Rows in each: 60 sends delivered and opened, and two events waiting for their sends."""
+SENDS = 60
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    require_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    try:
+        yield with_schema(POSTGRES_URL, schema)
+    finally:
+        drop_schema(schema)
+
+
+def _schema(url: str) -> str:
+    return url.rsplit("schema=", 1)[1]
+
+
+def _at(when: datetime) -> Callable[[], datetime]:
+    return lambda: when
+
+
+def _sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"SET search_path = {_schema(url)}")
+        cursor = conn.execute(statement, params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+
+def _partitions(url: str) -> dict[str, str]:
+    rows = _sql(
+        url,
+        """
+        SELECT c.relname, pg_get_expr(c.relpartbound, c.oid)
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace
+        WHERE p.relname = 'events' AND n.nspname = current_schema()
+        """,
+    )
+    return dict(rows)
+
+
+def _send(tracker: Tracker, tracking_id: str, address: str, message_id: str) -> None:
+    tracker.record_send(
+        Email(sender="s@example.com", to=[address], subject="Hi", text="x"),
+        SendResult(
+            bulk_id=f"bulk-{tracking_id}",
+            recipients=[
+                RecipientResult(
+                    recipient=address,
+                    tracking_id=tracking_id,
+                    status=DeliveryStatus.ACCEPTED,
+                    message_id=message_id,
+                    provider="memory",
+                )
+            ],
+        ),
+    )
+
+
+def _populate(url: str) -> None:
+    """events_legacy with PER_MONTH events in each of the three past months: sends delivered
+    and opened, and events waiting for sends not recorded yet, among them one of the first
+    rows stored ("early") and one of the last ("late")."""
+    with Tracker.open(url):
+        pass  # the store, migrated: events_legacy covers everything up to next month
+    for number, start in enumerate(PAST):
+        when = start + timedelta(days=3)
+        waiting = [_waiting(f"orphan{number}-{k}", when) for k in range(2)]
+        if number == 0:
+            waiting[0] = _waiting("early", when)
+        if number == 2:
+            waiting[1] = _waiting("late", when)
+        with Tracker.open(url, clock=_at(when)) as tracker:
+            tracker.ingest(waiting[:1])
+            for index in range(SENDS):
+                _send(tracker, f"s{number}-{index}", f"u{index}@example.com", f"m{number}-{index}")
+            tracker.ingest(
+                [
+                    event(kind, f"s{number}-{index}", at=when, recipient=f"u{index}@example.com")
+                    for index in range(SENDS)
+                    for kind in ("delivered", "opened")
+                ]
+            )
+            tracker.ingest(waiting[1:])
+
+
+def _waiting(name: str, when: datetime) -> Any:
+    return event(
+        "clicked",
+        None,
+        at=when,
+        recipient=f"{name}@example.com",
+        message_id=f"m-{name}",
+        event_id=f"waiting-{name}",
+    )
+
+
+def _numbers(url: str) -> tuple[int, int]:
+    [(rows, ids)] = _sql(url, "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events")
+    return int(rows), int(ids)
+
+
+def _timelines(tracker: Tracker) -> dict[str, list[Any]]:
+    names = [f"s{number}-{index}" for number in range(3) for index in (0, 7, 30)]
+    return {name: tracker.timeline(name) for name in names}
+
+
+def _months(report: partitions.SplitReport) -> dict[str, int]:
+    return {partition_name(start): rows for start, rows in report.months}
+
+
+EXPECTED_MONTHS = {
+    **{partition_name(start): PER_MONTH for start in PAST},
+    partition_name(month_start(NOW)): 0,  # events_legacy's last month: this one
+}
+
+
+def test_the_split_moves_every_month_into_its_partition_and_retention_drops_them(
+    pg_url: str,
+) -> None:
+    _populate(pg_url)
+    before = _numbers(pg_url)
+    assert before == (3 * PER_MONTH, 3 * PER_MONTH)
+    with Tracker.open(pg_url, clock=_at(AFTER)) as tracker:
+        timelines = _timelines(tracker)
+        assert all(len(found) == 2 for found in timelines.values())
+
+        dry = tracker.split_legacy()
+        assert not dry.applied and not dry.finished
+        assert _months(dry) == EXPECTED_MONTHS
+        assert dry.rows_total == 3 * PER_MONTH and dry.blocks_total > 1
+        assert "events_legacy" in _partitions(pg_url)  # a dry run moves nothing
+
+        done = tracker.split_legacy(apply=True, batch=40)
+        assert done.applied and done.finished
+        assert done.blocks_done == done.blocks_total == dry.blocks_total
+        assert _months(done) == EXPECTED_MONTHS
+
+        found = _partitions(pg_url)
+        assert "events_legacy" not in found
+        assert set(EXPECTED_MONTHS) <= set(found)
+        for start in PAST:
+            low, high = partitions._micros(start), partitions._micros(month_start(start, 1))
+            assert found[partition_name(start)] == f"FOR VALUES FROM ('{low}') TO ('{high}')"
+        left = _sql(
+            pg_url,
+            "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
+            "AND relname IN ('events_legacy', 'events_split', 'legacy_split', "
+            "'legacy_split_months', 'legacy_split_touched')",
+        )
+        assert left == []
+        assert _numbers(pg_url) == before
+        for start in PAST:
+            [(rows,)] = _sql(pg_url, f"SELECT COUNT(*) FROM {partition_name(start)}")
+            assert rows == PER_MONTH
+        assert _timelines(tracker) == timelines
+        assert tracker.split_legacy(apply=True).note.startswith("nothing to split")
+
+        # The store goes on: a new event, its retry, a send's waiting event attached.
+        assert tracker.ingest([event("delivered", "fresh", event_id="fresh-1")]).new == 1
+        assert tracker.ingest([event("delivered", "fresh", event_id="fresh-1")]).duplicates == 1
+        _send(tracker, "t-late", "late@example.com", "m-late")
+        assert [e.event_id for e in tracker.timeline("t-late")] == ["waiting-late"]
+
+        # The cutoff falls inside the last past month: the two before it go, whole.
+        keep = AFTER - (PAST[2] + timedelta(days=10))
+        retention = tracker.retention(keep, apply=True)
+        assert set(retention.partitions) == {partition_name(PAST[0]), partition_name(PAST[1])}
+        assert retention.events == 2 * PER_MONTH
+        assert partition_name(PAST[2]) in retention.kept_partitions
+        assert tracker.count_events() == PER_MONTH + 1
+        assert tracker.timeline("s0-7") == [] and len(tracker.timeline("s2-7")) == 2
+
+
+def test_an_interrupted_split_resumes_without_losing_or_doubling_a_row(pg_url: str) -> None:
+    _populate(pg_url)
+    before = _numbers(pg_url)
+    # A lock timeout longer than the test needs to see the batch wait.
+    url = f"{pg_url}&lock_timeout=30s"
+    with Tracker.open(url, clock=_at(AFTER)) as tracker:
+        timelines = _timelines(tracker)
+        first = tracker.split_legacy(apply=True, batch=20, max_batches=1)
+        assert first.applied and not first.finished
+        assert 0 < first.blocks_done < first.blocks_total
+        # Mid-way the store reads every event once, from events_legacy.
+        assert _numbers(pg_url) == before and tracker.count_events() == before[0]
+        assert _timelines(tracker) == timelines
+        assert "events_legacy" in _partitions(pg_url)
+        _assert_staged_once(pg_url)
+
+        # The next batch inserts its rows, then waits to move the cursor: it is killed there.
+        with psycopg.connect(POSTGRES_URL) as holder:
+            holder.execute(f"LOCK TABLE {_schema(pg_url)}.legacy_split IN SHARE MODE")
+            failure: list[BaseException] = []
+
+            def batch() -> None:
+                try:
+                    tracker.split_legacy(apply=True, batch=20, max_batches=1)
+                except BaseException as exc:
+                    failure.append(exc)
+
+            worker = threading.Thread(target=batch)
+            worker.start()
+            killed = _terminate_when_waiting(pg_url, "UPDATE legacy_split")
+            holder.rollback()
+            worker.join(30)
+        assert killed
+        assert len(failure) == 1 and isinstance(failure[0], StoreError)
+        [(cursor,)] = _sql(pg_url, "SELECT next_block FROM legacy_split")
+        assert cursor == first.blocks_done  # the copy and the cursor rolled back together
+        _assert_staged_once(pg_url)
+
+        second = tracker.split_legacy(apply=True, batch=20, max_batches=2)
+        assert first.blocks_done < second.blocks_done < second.blocks_total
+        _assert_staged_once(pg_url)
+        assert _timelines(tracker) == timelines
+
+        done = tracker.split_legacy(apply=True, batch=20)
+        assert done.finished and "events_legacy" not in _partitions(pg_url)
+        assert _numbers(pg_url) == before
+        assert _timelines(tracker) == timelines
+
+
+def _assert_staged_once(url: str) -> None:
+    """The staging holds exactly the rows of the blocks the cursor has passed."""
+    [(staged, distinct)] = _sql(url, "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events_split")
+    [(copied,)] = _sql(
+        url,
+        "SELECT COUNT(*) FROM events_legacy "
+        "WHERE ctid < ('(' || (SELECT next_block FROM legacy_split) || ',0)')::tid",
+    )
+    assert staged == distinct == copied > 0
+
+
+def _terminate_when_waiting(url: str, query: str) -> bool:
+    """Terminate the backend of this schema's store that waits on a lock running ``query``."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rows = _sql(
+            url,
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE %s AND pid <> pg_backend_pid()",
+            (f"{query}%",),
+        )
+        if rows:
+            [(terminated,)] = _sql(url, "SELECT pg_terminate_backend(%s)", (rows[0][0],))
+            return bool(terminated)
+        time.sleep(0.05)
+    return False
+
+
+def test_rows_written_to_events_legacy_during_the_split_are_kept(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting events attached to their sends after their rows were copied (or before their
+    blocks were reached), an event stored late by a process whose clock is behind, both
+    during the copy and between the check and the swap: each ends as events_legacy has it."""
+    _populate(pg_url)
+    late_clock = PAST[1] + timedelta(days=9)
+    with (
+        Tracker.open(pg_url, clock=_at(AFTER)) as tracker,
+        Tracker.open(pg_url, clock=_at(late_clock)) as behind,
+    ):
+        first = tracker.split_legacy(apply=True, batch=20, max_batches=1)
+        assert not first.finished
+        [(copied,)] = _sql(
+            pg_url, "SELECT tracking_id FROM events_split WHERE event_id = 'waiting-early'"
+        )
+        assert copied is None  # copied while it waited
+        [(pending,)] = _sql(
+            pg_url, "SELECT COUNT(*) FROM events_split WHERE event_id = 'waiting-late'"
+        )
+        assert pending == 0  # not reached yet
+        _send(tracker, "t-early", "early@example.com", "m-early")
+        _send(tracker, "t-late", "late@example.com", "m-late")
+        behind.ingest([event("bounced", "s1-3", at=late_clock, event_id="late-1", bounce="soft")])
+
+        swap = partitions._swap_when_locked
+
+        def after_the_check(run: Any, starts: Any) -> None:
+            # Between the check and the swap: another attach, another late event.
+            behind.ingest([_waiting("between", late_clock)])
+            _send(tracker, "t-between", "between@example.com", "m-between")
+            behind.ingest([event("opened", "s1-4", at=late_clock, event_id="late-2")])
+            _send(tracker, "t-orphan", "orphan1-0@example.com", "m-orphan1-0")  # copied, checked
+            swap(run, starts)
+
+        monkeypatch.setattr(partitions, "_swap_when_locked", after_the_check)
+        done = tracker.split_legacy(apply=True, batch=20)
+        assert done.finished and "events_legacy" not in _partitions(pg_url)
+
+        for tid, event_id in (
+            ("t-early", "waiting-early"),
+            ("t-late", "waiting-late"),
+            ("t-between", "waiting-between"),
+            ("t-orphan", "waiting-orphan1-0"),
+        ):
+            assert [e.event_id for e in tracker.timeline(tid)] == [event_id]
+            assert tracker.state(tid).clicks == 1
+        assert [e.event_id for e in tracker.timeline("s1-3")][-1] == "late-1"
+        assert [e.event_id for e in tracker.timeline("s1-4")][-1] == "late-2"
+        assert _numbers(pg_url) == (3 * PER_MONTH + 3, 3 * PER_MONTH + 3)
+        [(rows,)] = _sql(pg_url, f"SELECT COUNT(*) FROM {partition_name(PAST[1])}")
+        assert rows == PER_MONTH + 3
+
+
+def test_the_split_is_refused_while_events_legacy_can_still_receive_events(pg_url: str) -> None:
+    _populate(pg_url)
+    with Tracker.open(pg_url) as tracker:  # now: events_legacy's month is not over
+        dry = tracker.split_legacy()
+        assert _months(dry) == EXPECTED_MONTHS and "until" in dry.note
+        with pytest.raises(ConfigurationError, match="still receives events"):
+            tracker.split_legacy(apply=True)
+    assert "events_legacy" in _partitions(pg_url)
+    assert _sql(pg_url, "SELECT to_regclass('legacy_split')") == [(None,)]
+
+
+def test_a_copy_that_does_not_match_is_not_swapped_in(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _populate(pg_url)
+    with Tracker.open(pg_url, clock=_at(AFTER)) as tracker:
+        tracker.split_legacy(apply=True, batch=20, max_batches=1)
+        _sql(
+            pg_url,
+            "DELETE FROM events_split WHERE event_id = (SELECT MIN(event_id) FROM events_split)",
+        )
+        with pytest.raises(StoreError, match="does not match"):
+            tracker.split_legacy(apply=True)
+        assert "events_legacy" in _partitions(pg_url)
+        assert tracker.count_events() == 3 * PER_MONTH
+
+
+def test_a_split_whose_events_legacy_expired_meanwhile_is_cleared(pg_url: str) -> None:
+    _populate(pg_url)
+    with Tracker.open(pg_url, clock=_at(AFTER)) as tracker:
+        tracker.split_legacy(apply=True, batch=20, max_batches=1)
+    far = month_start(NOW, 1) + timedelta(days=400)
+    with Tracker.open(pg_url, clock=_at(far)) as tracker:
+        assert "events_legacy" in tracker.retention(timedelta(days=90), apply=True).partitions
+        report = tracker.split_legacy(apply=True)
+        assert report.finished and report.note.startswith("nothing to split")
+    assert _sql(pg_url, "SELECT to_regclass('events_split'), to_regclass('legacy_split')") == [
+        (None, None)
+    ]
+
+
+def test_sqlite_has_nothing_to_split(tmp_path: Any) -> None:
+    with Tracker.open(f"sqlite:///{tmp_path / 't.sqlite3'}") as tracker:
+        report = tracker.split_legacy(apply=True)
+    assert report.finished and report.months == () and "SQLite" in report.note
+
+
+def _close_legacy_month(url: str) -> None:
+    """events_legacy as it is once the month after the migration has begun: its bound is the
+    start of this month, and this month has a partition of its own."""
+    bound = partitions._micros(month_start(NOW))
+    _sql(url, "ALTER TABLE events DETACH PARTITION events_legacy")
+    _sql(
+        url,
+        "ALTER TABLE events ATTACH PARTITION events_legacy "
+        f"FOR VALUES FROM (MINVALUE) TO ({bound})",
+    )
+    with Tracker.open(url):
+        pass  # creates this month's partition
+
+
+def test_the_split_command_counts_then_moves(pg_url: str, capsys: Any) -> None:
+    from unimailtrack.cli import main
+
+    _populate(pg_url)
+    assert main(["partitions", "split-legacy", "--store", pg_url, "--apply"]) == 3
+    assert "still receives events" in capsys.readouterr().err
+    _close_legacy_month(pg_url)
+
+    assert main(["partitions", "split-legacy", "--store", pg_url]) == 0
+    out = capsys.readouterr().out
+    for start in PAST:
+        assert f"{start:%Y-%m}" in out
+    assert "a dry run" in out and "events_legacy" in _partitions(pg_url)
+
+    command = ["partitions", "split-legacy", "--store", pg_url, "--batch", "20"]
+    assert main([*command, "--apply", "--max-batches", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["applied"] and not report["finished"] and report["rows_total"] == 3 * PER_MONTH
+
+    assert main([*command, "--apply"]) == 0
+    [finished] = [line for line in capsys.readouterr().out.splitlines() if "finished" in line]
+    assert finished.split() == ["finished", "True"]
+    assert "events_legacy" not in _partitions(pg_url)
+    assert {partition_name(start) for start in PAST} <= set(_partitions(pg_url))
+    assert _numbers(pg_url) == (3 * PER_MONTH, 3 * PER_MONTH)

@@ -382,6 +382,18 @@ def test_a_split_whose_events_legacy_expired_meanwhile_is_cleared(pg_url: str) -
     ]
 
 
+def test_an_empty_events_legacy_is_dropped(pg_url: str) -> None:
+    """A store created on the partitioned layout has an empty events_legacy."""
+    with Tracker.open(pg_url, clock=_at(AFTER)) as tracker:
+        dry = tracker.split_legacy()
+        assert (dry.months, dry.rows_total, dry.finished) == ((), 0, False)
+        done = tracker.split_legacy(apply=True)
+        assert done.finished and done.months == ()
+        assert "events_legacy" not in _partitions(pg_url)
+        assert tracker.ingest([event("delivered", "t1", event_id="e-1")]).new == 1
+        assert tracker.count_events() == 1
+
+
 def test_sqlite_has_nothing_to_split(tmp_path: Any) -> None:
     with Tracker.open(f"sqlite:///{tmp_path / 't.sqlite3'}") as tracker:
         report = tracker.split_legacy(apply=True)

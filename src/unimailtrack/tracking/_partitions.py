@@ -484,6 +484,11 @@ def _begin(counted: Sequence[tuple[int, int]]) -> Program[None]:
     state = yield from _state()
     if state.upper is None or state.begun:
         return
+    if _micros(month_start(from_micros(state.upper))) != state.upper:
+        raise StoreError(
+            f"events_legacy ends at {from_micros(state.upper).isoformat()}, not at the start "
+            "of a month: it cannot be split into monthly partitions"
+        )
     [(version,)] = yield Query("SELECT current_setting('server_version_num')::int")
     if int(version) < 140000:
         raise StoreError(

@@ -17,7 +17,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _harness import RESULTS, Target
 
-BENCHMARKS = ("import_time", "parse_stdlib", "parse", "send", "verify", "ingest", "webhook")
+BENCHMARKS = (
+    "import_time",
+    "parse_stdlib",
+    "parse",
+    "send",
+    "verify",
+    "ingest",
+    "webhook",
+    "queue_drain",
+    "queue_partitions",
+)
 
 
 def main() -> int:

@@ -9,7 +9,8 @@ and the p50/p99 of the answer time, which is what the provider sees. The two ser
 measured in turns, round after round; min/median/max over the rounds.
 
 Part 2, draining. The same kind of batches, enqueued as envelopes to a Redis stream, drained
-into PostgreSQL by ``unimailtrack worker`` processes (1, then 2 on one consumer group),
+into PostgreSQL by ``unimailtrack worker`` processes (1, and 2 on one consumer group; the
+three contenders in an order rotating round by round),
 beside the reference: a bare psycopg ``COPY``
 of the same event rows (already parsed and encoded, untimed) into a tracker's own ``events``
 table (made by its migrations: the same monthly partitions, types and indexes). The workers
@@ -55,6 +56,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from _harness import Target, record_targets
 from parse_sendgrid import batch
 from unimailtrack import parse_webhook
 from unimailtrack.adapter_rules import REGISTERED
@@ -273,7 +275,7 @@ def copy_rate(schema: str, rows: list[tuple[object, ...]]) -> float:
 def part2(rounds: int, count: int) -> None:
     total = count * EVENTS_PER_BODY
     rates: dict[str, list[float]] = {}
-    for _ in range(rounds):
+    for number in range(rounds):
         payload = bodies(count)
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
         rows = [
@@ -281,22 +283,44 @@ def part2(rounds: int, count: int) -> None:
             for body in payload
             for row in P.event_rows(parse_webhook("sendgrid", body), now_us, REGISTERED.message_key)
         ]
-        with throwaway_schema() as schema:
-            rates.setdefault("bare psycopg COPY", []).append(copy_rate(schema, rows))
-        for workers in (1, 2):
+
+        def copied(rows: list[tuple[object, ...]] = rows) -> float:
+            with throwaway_schema() as schema:
+                return copy_rate(schema, rows)
+
+        def drained(workers: int, payload: list[bytes] = payload) -> float:
             queue_url = f"{REDIS_URL}?stream=bench-{secrets.token_hex(4)}"
             with throwaway_schema() as schema:
                 store = _url(schema)
                 Tracker.open(store).close()
-                label = f"{workers} worker{'s' if workers > 1 else ''}"
-                rates.setdefault(label, []).append(drain(workers, store, queue_url, payload, total))
-    reference = statistics.median(rates["bare psycopg COPY"])
+                return drain(workers, store, queue_url, payload, total)
+
+        contenders = [
+            ("bare psycopg COPY", copied),
+            ("1 worker", lambda: drained(1)),
+            ("2 workers", lambda: drained(2)),
+        ]
+        shift = number % len(contenders)
+        for label, run in contenders[shift:] + contenders[:shift]:  # rotating, round by round
+            rates.setdefault(label, []).append(run())
     print(
         f"\nPart 2: {total:,} events ({count} envelopes) from Redis into PostgreSQL, "
-        f"{rounds} rounds, events/s (min / median / max)"
+        f"{rounds} rounds, events/s (min / median / max) and the ratio to the COPY within "
+        "each round (min / median / max)"
     )
     for label, found in rates.items():
-        print(f"  {label:<20} {spread(found)}   {statistics.median(found) / reference:.2f}x COPY")
+        ratios = _within(rates, label, "bare psycopg COPY")
+        print(f"  {label:<20} {spread(found)}   {_spread_ratio(ratios)} COPY")
+    record_targets(
+        "queue_drain",
+        [
+            _target(
+                "2 workers draining Redis into PostgreSQL / bare COPY, same table and indexes",
+                _within(rates, "2 workers", "bare psycopg COPY"),
+                0.5,
+            )
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- part 3
@@ -344,17 +368,42 @@ def part3(rounds: int, rows: int, count: int) -> None:
             warm = [parse_webhook("sendgrid", b) for b in bodies(2)]
             ingest_rate(big, warm)
             ingest_rate(small, [parse_webhook("sendgrid", b) for b in bodies(2)])
-            for _ in range(rounds):
-                for label, tracker in (("empty events table", small), (f"{held:,} rows", big)):
+            contenders = [("empty events table", small), (f"{held:,} rows", big)]
+            for number in range(rounds):
+                for label, tracker in contenders[:: 1 if number % 2 == 0 else -1]:
                     batches = [parse_webhook("sendgrid", b) for b in bodies(count)]
                     rates.setdefault(label, []).append(ingest_rate(tracker, batches))  # type: ignore[arg-type]
-    reference = statistics.median(rates["empty events table"])
     print(
         f"  ingest into a partitioned events table, {count} batches of {EVENTS_PER_BODY:,}, "
-        f"{rounds} rounds, events/s (min / median / max)"
+        f"{rounds} rounds (the order alternating), events/s (min / median / max) and the "
+        "ratio to the empty table within each round"
     )
     for label, found in rates.items():
-        print(f"  {label:<20} {spread(found)}   {statistics.median(found) / reference:.2f}x empty")
+        ratios = _within(rates, label, "empty events table")
+        print(f"  {label:<20} {spread(found)}   {_spread_ratio(ratios)} empty")
+    record_targets(
+        "queue_partitions",
+        [
+            _target(
+                f"ingest beside {held:,} stored rows / into an empty partitioned table",
+                _within(rates, f"{held:,} rows", "empty events table"),
+                0.8,
+            )
+        ],
+    )
+
+
+def _within(rates: dict[str, list[float]], label: str, reference: str) -> list[float]:
+    """``label``'s rate over ``reference``'s, round by round."""
+    return [ours / theirs for ours, theirs in zip(rates[label], rates[reference], strict=True)]
+
+
+def _spread_ratio(ratios: Sequence[float]) -> str:
+    return f"{min(ratios):.2f}x {statistics.median(ratios):.2f}x {max(ratios):.2f}x"
+
+
+def _target(name: str, ratios: Sequence[float], threshold: float) -> Target:
+    return Target(name, statistics.median(ratios), min(ratios), max(ratios), threshold)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
@@ -360,3 +361,51 @@ conn.close()
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[('null', 'null'), ('null', 'null')]"
+
+
+@pytest.mark.parametrize("size", [1, 8, 9, 300])
+def test_every_batch_size_stores_new_events_once_and_all_or_nothing(
+    store: Store, size: int
+) -> None:
+    """Batches of a few events and larger ones go to PostgreSQL differently (one statement of
+    scalar parameters; a claim of the ids and a COPY): both store each new event once, say
+    which were new and fold them, and a failure after the events went in undoes all of it."""
+    tracker = store.open()
+    events = [event("delivered", f"t{i}", at=i, recipient=f"u{i}@example.com") for i in range(size)]
+    first = tracker.ingest(events[: size // 2 + 1])
+    assert (first.new, first.duplicates) == (size // 2 + 1, 0)
+    again = tracker.ingest(events)
+    assert (again.new, again.duplicates) == (size - (size // 2 + 1), size // 2 + 1)
+    assert tracker.count_events() == size
+    assert tracker.state(f"t{size - 1}").status is DeliveryStatus.DELIVERED
+
+    opened = [
+        event("opened", f"t{i}", at=size + i, recipient=f"u{i}@example.com") for i in range(size)
+    ]
+    _admin(store, "ALTER TABLE messages RENAME TO messages_away")
+    with pytest.raises(StoreError):
+        tracker.ingest(opened)
+    _admin(store, "ALTER TABLE messages_away RENAME TO messages")
+    assert tracker.count_events() == size
+    assert tracker.state("t0").status is DeliveryStatus.DELIVERED
+    retried = tracker.ingest(opened)  # the ids the failed batch claimed were given back
+    assert (retried.new, retried.duplicates) == (size, 0)
+    assert tracker.state("t0").status is DeliveryStatus.OPENED
+
+
+@pytest.mark.parametrize("size", [1, 9, 300])
+def test_every_batch_size_stores_new_events_once_on_the_async_path(store: Store, size: int) -> None:
+    """The async path writes a few events and many as the sync path does (see above)."""
+    tracker = store.open()
+    events = [event("delivered", f"t{i}", at=i, recipient=f"u{i}@example.com") for i in range(size)]
+
+    async def twice() -> tuple[tuple[int, int], tuple[int, int]]:
+        first = await tracker.aingest(events[: size // 2 + 1])
+        again = await tracker.aingest(events)
+        return (first.new, first.duplicates), (again.new, again.duplicates)
+
+    first, again = asyncio.run(twice())
+    assert first == (size // 2 + 1, 0)
+    assert again == (size - (size // 2 + 1), size // 2 + 1)
+    assert tracker.count_events() == size
+    assert tracker.state(f"t{size - 1}").status is DeliveryStatus.DELIVERED

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -135,12 +136,22 @@ class PostgresDialect(Dialect):
             step = step.returning()
         if not step.rows:
             return []
+        if len(step.rows) <= _FEW:
+            return super().statements(step)
         columns = [list(column) for column in zip(*step.rows, strict=True)]
         return [(_unnest_sql(step.head, step.tail), columns)]
 
     def emit(self, changes: Sequence[StateChange]) -> list[tuple[str, Params]]:
         payloads = encode_changes(self.origin, changes)
+        if len(payloads) == 1:
+            return [("SELECT pg_notify(%s, %s)", [self.channel, payloads[0]])]
         return [("SELECT pg_notify(%s, p) FROM unnest(%b::text[]) AS p", [self.channel, payloads])]
+
+
+_FEW = 8
+"""Up to this many rows a write goes as a VALUES statement of scalar parameters: psycopg dumps
+an array in Python, a fixed cost per column that, for a batch of one or a few rows (a provider
+that posts one event per request), costs more than the statement."""
 
 
 _HEAD = re.compile(r"INSERT INTO (\w+) \((.*)\)")
@@ -298,6 +309,8 @@ def _sync_execute_step(
         return execute_step(cursor, dialect, step, emitted)
     if not step.rows:
         return []
+    if len(step.rows) <= _FEW:
+        return _insert_few(cursor, step)
     ids, received = _claim(step)
     cursor.execute(_CLAIM_IDS, (ids, received))
     fresh = {row[0] for row in cursor.fetchall()}
@@ -309,6 +322,41 @@ def _sync_execute_step(
     return rows
 
 
+@cache
+def _few_events_sql(head: str, count: int) -> str:
+    """``count`` events claimed in ``event_ids`` and the new ones inserted, in one statement
+    of scalar parameters (each cast to its column's type), in the order given."""
+    found = _HEAD.fullmatch(head)
+    assert found is not None, head
+    names = found[2]
+    kinds = column_kinds()["events"]
+    casts = ", ".join(
+        f"%s::{PostgresDialect.array_types[kinds[name]].removesuffix('[]')}"
+        for name in names.split(", ")
+    )
+    values = ", ".join(f"({casts}, {n})" for n in range(count))
+    # The column names and the row numbers come from our own statements, never from input.
+    return (
+        f"WITH v ({names}, n) AS (VALUES {values}), "  # noqa: S608
+        "fresh AS (INSERT INTO event_ids (event_id, received_at_us) "
+        "SELECT event_id, received_at_us FROM v ORDER BY n "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
+        f"INSERT INTO events ({names}) SELECT {names} FROM v "
+        "WHERE event_id IN (SELECT event_id FROM fresh) ORDER BY n RETURNING event_id"
+    )
+
+
+def _few(step: InsertNew) -> tuple[str, list[Any]]:
+    """``_few_events_sql`` for ``step`` and its parameters: a statement that costs one round
+    trip, where a COPY costs two of its own and arrays a fixed cost per column."""
+    return _few_events_sql(step.head, len(step.rows)), list(chain.from_iterable(step.rows))
+
+
+def _insert_few(cursor: psycopg.Cursor[Any], step: InsertNew) -> Rows:
+    cursor.execute(*_few(step))
+    return cursor.fetchall()
+
+
 async def _aexecute_step(
     cursor: psycopg.AsyncCursor[Any], dialect: Dialect, step: Step, emitted: list[StateChange]
 ) -> Rows:
@@ -316,6 +364,9 @@ async def _aexecute_step(
     if _copies(step):
         if not step.rows:
             return []
+        if len(step.rows) <= _FEW:
+            await cursor.execute(*_few(step))
+            return await cursor.fetchall()
         ids, received = _claim(step)
         await cursor.execute(_CLAIM_IDS, (ids, received))
         fresh = {row[0] for row in await cursor.fetchall()}

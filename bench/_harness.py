@@ -28,7 +28,7 @@ from pathlib import Path
 def _json_library() -> str:
     from unimailtrack import _json
 
-    return "stdlib json" if _json.loads.__module__.startswith("json") else "orjson"
+    return "orjson" if getattr(_json.loads, "__module__", None) == "orjson" else "stdlib json"
 
 
 JSON_LIBRARY = _json_library()

@@ -507,6 +507,17 @@ def test_brackets_in_strings_and_escapes_do_not_count() -> None:
         load_untrusted(b'[{"a": 1}, {"b": ')
 
 
+def test_a_body_with_no_more_brackets_than_the_limit_is_left_to_the_decoder() -> None:
+    """Fewer brackets than the limit cannot nest deeper than it, balanced or not: such a body
+    skips the scan, and what is not JSON is the decoder's to refuse."""
+    assert not nesting_exceeds(b"[" * 64)
+    assert not nesting_exceeds(b"]" * 40 + b"{" * 24)
+    assert nesting_exceeds(b"[" * 65)
+    with pytest.raises(ValueError) as refused:
+        load_untrusted(b"[" * 64)
+    assert not isinstance(refused.value, UntrustedJSONError)
+
+
 def test_a_deep_body_through_every_signed_path_is_never_a_500(
     tracker: Tracker, caplog: pytest.LogCaptureFixture
 ) -> None:

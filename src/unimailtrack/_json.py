@@ -13,7 +13,8 @@ levels but then everything downstream that walks the value recurses in turn (``r
 levels, so 64 is generous. The nesting is measured on the bytes, without decoding: escaped
 backslashes and quotes are removed, everything but brackets and quotes deleted (one
 ``bytes.translate``), strings dropped, and matched pairs of brackets removed level by level;
-about a quarter of what orjson takes to decode the same body. Anything refused raises
+about a quarter of what orjson takes to decode the same body. A body with no more brackets than
+the limit cannot nest deeper than it (balanced or not) and is not scanned at all. Anything refused raises
 :class:`UntrustedJSONError`, a ``ValueError``.
 """
 
@@ -68,6 +69,8 @@ def nesting_exceeds(data: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether ``data`` (JSON text) nests arrays and objects deeper than ``limit``, or its
     brackets do not balance so that a decoder could not tell; strings are skipped, so a
     bracket inside one does not count."""
+    if data.count(b"[") + data.count(b"{") <= limit:  # too few to nest deeper, balanced or not
+        return False
     if b"\\" in data:  # an escaped quote would end a string early: remove escapes first
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     marks = data.translate(None, _DELETE)

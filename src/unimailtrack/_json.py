@@ -14,8 +14,8 @@ levels, so 64 is generous. The nesting is measured on the bytes, without decodin
 backslashes and quotes are removed, everything but brackets and quotes deleted (one
 ``bytes.translate``), strings dropped, and matched pairs of brackets removed level by level;
 about a quarter of what orjson takes to decode the same body. A body with no more brackets than
-the limit cannot nest deeper than it (balanced or not) and is not scanned at all. Anything refused raises
-:class:`UntrustedJSONError`, a ``ValueError``.
+the limit cannot nest deeper than it (balanced or not) and is not scanned at all. Anything
+refused raises :class:`UntrustedJSONError`, a ``ValueError``.
 """
 
 from __future__ import annotations

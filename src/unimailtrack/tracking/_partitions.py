@@ -55,7 +55,6 @@ __all__ = [
     "SplitReport",
     "ensure_partitions",
     "month_start",
-    "partitioned_insert_sql",
     "retention",
     "split_legacy",
 ]
@@ -136,27 +135,6 @@ def _partitions() -> Program[list[tuple[str, int | None, int]]]:
         assert upper_bound is not None
         found.append((str(name), _bound(lower), upper_bound))
     return sorted(found, key=lambda item: item[2])
-
-
-@cache
-def partitioned_insert_sql(names: str, arrays: str, tail: str) -> str:
-    """``INSERT INTO events`` through ``event_ids``: the batch's ids are claimed first and
-    only the events whose id was new are stored, in one statement, in the order given."""
-    columns = names.split(", ")
-    assert columns[0] == "event_id"
-    assert "received_at_us" in columns
-    selected = ", ".join(f"v.{name}" for name in columns)
-    returning = tail.split("RETURNING", 1)[1] if "RETURNING" in tail else ""
-    # The column names come from our own statements, never from input.
-    return (
-        f"WITH v AS MATERIALIZED (SELECT {names}, n FROM unnest({arrays}) WITH ORDINALITY "  # noqa: S608
-        f"AS u({names}, n)), "
-        "fresh AS (INSERT INTO event_ids (event_id, received_at_us) "
-        "SELECT event_id, received_at_us FROM v ORDER BY n "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id) "
-        f"INSERT INTO events ({names}) SELECT {selected} FROM v JOIN fresh USING (event_id) "
-        f"ORDER BY v.n{' RETURNING ' + returning.strip() if returning else ''}"
-    )
 
 
 # --------------------------------------------------------------------------- retention

@@ -26,9 +26,10 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from itertools import chain
 from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -38,7 +39,6 @@ from unimailtrack.tracking._live import decode_changes, encode_changes
 from unimailtrack.tracking._partitions import (
     ensure_partitions,
     month_start,
-    partitioned_insert_sql,
 )
 from unimailtrack.tracking._records import StateChange
 from unimailtrack.tracking._schema import column_kinds, migrate
@@ -118,20 +118,16 @@ class PostgresDialect(Dialect):
         self.origin = origin
 
     def statements(self, step: Statement) -> list[tuple[str, Params]]:
-        """A ``Write`` goes as one statement whatever its size: one binary array per column,
-        unnested in the order given. (A multi-row VALUES statement is re-parsed by the
-        driver on every call, which costs more than the insert.) ``InsertNew`` and
-        ``Upsert`` are that statement with ``RETURNING``."""
+        """A ``Write`` of more than ``_FEW`` rows goes as one statement whatever its size: one
+        binary array per column, unnested in the order given (a multi-row VALUES statement
+        that size is re-parsed by the driver on every call, which costs more than the
+        insert); up to ``_FEW`` rows, as VALUES. ``InsertNew`` and ``Upsert`` are that
+        statement with ``RETURNING``. Events are not written by one statement (see
+        ``_store_events``)."""
         if isinstance(step, Query):
             return super().statements(step)
         if _copies(step):
-            # Partitioned: the ids are unique in event_ids, not in events (_partitions).
-            # Run (by execute_step) as a claim of the ids, then a COPY of the new rows; this
-            # single statement is the same insert, for a caller that wants only statements.
-            if not step.rows:
-                return []
-            columns = [list(column) for column in zip(*step.rows, strict=True)]
-            return [(_partitioned_events_sql(step.head), columns)]
+            raise TypeError("events are stored by _store_events, not by a statement")
         if not isinstance(step, Write):
             step = step.returning()
         if not step.rows:
@@ -169,18 +165,6 @@ def _unnest_sql(head: str, tail: str) -> str:
     # The column names come from our own statements, never from input.
     unnested = f"SELECT {names} FROM unnest({arrays}) WITH ORDINALITY AS v({names}, n)"  # noqa: S608
     return f"{head} {unnested} ORDER BY n {tail}".rstrip()
-
-
-@cache
-def _partitioned_events_sql(head: str) -> str:
-    found = _HEAD.fullmatch(head)
-    assert found is not None, head
-    names = found[2]
-    kinds = column_kinds()["events"]
-    arrays = ", ".join(
-        f"%b::{PostgresDialect.array_types[kinds[name]]}" for name in names.split(", ")
-    )
-    return partitioned_insert_sql(names, arrays, "RETURNING event_id")
 
 
 def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
@@ -299,29 +283,6 @@ def _received_column(head: str) -> int:
     return head[head.index("(") + 1 : -1].split(", ").index("received_at_us")
 
 
-def _sync_execute_step(
-    cursor: psycopg.Cursor[Any], dialect: Dialect, step: Step, emitted: list[StateChange]
-) -> Rows:
-    """``execute_step``, with events stored by COPY: the ids a batch claims in
-    ``event_ids`` decide which of its rows are new, and those go to ``events`` as one COPY,
-    which PostgreSQL takes in well under the time of the same rows as unnested arrays."""
-    if not _copies(step):
-        return execute_step(cursor, dialect, step, emitted)
-    if not step.rows:
-        return []
-    if len(step.rows) <= _FEW:
-        return _insert_few(cursor, step)
-    ids, received = _claim(step)
-    cursor.execute(_CLAIM_IDS, (ids, received))
-    fresh = {row[0] for row in cursor.fetchall()}
-    rows = [row for row in step.rows if row[0] in fresh]
-    if rows:
-        with cursor.copy(_copy_sql(step.head)) as copy:
-            for row in rows:
-                copy.write_row(row)
-    return rows
-
-
 @cache
 def _few_events_sql(head: str, count: int) -> str:
     """``count`` events claimed in ``event_ids`` and the new ones inserted, in one statement
@@ -352,9 +313,65 @@ def _few(step: InsertNew) -> tuple[str, list[Any]]:
     return _few_events_sql(step.head, len(step.rows)), list(chain.from_iterable(step.rows))
 
 
-def _insert_few(cursor: psycopg.Cursor[Any], step: InsertNew) -> Rows:
-    cursor.execute(*_few(step))
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """Rows for a ``COPY ... FROM STDIN`` statement."""
+
+    sql: str
+    rows: Sequence[Sequence[Any]]
+
+
+_EventStep = tuple[str, Params] | _Copy
+"""What ``_store_events`` asks for: a statement (its reply is its rows) or a COPY."""
+
+
+def _store_events(step: InsertNew) -> Generator[_EventStep, Rows, Rows]:
+    """Store a batch of events; the reply is the rows that were new (their ids first).
+
+    A few events go as one statement that claims their ids in ``event_ids`` and inserts the
+    new rows. More go as a claim of the ids (one array), then one COPY of the rows whose id
+    was new: PostgreSQL takes a COPY in well under the time of the same rows as unnested
+    arrays, which psycopg dumps in Python. A program, so that the sync and async steps run
+    the same statements."""
+    if not step.rows:
+        return []
+    if len(step.rows) <= _FEW:
+        return (yield _few(step))
+    claimed = yield (_CLAIM_IDS, _claim(step))
+    fresh = {row[0] for row in claimed}
+    rows = [row for row in step.rows if row[0] in fresh]
+    if rows:
+        yield _Copy(_copy_sql(step.head), rows)
+    return rows
+
+
+def _sync_execute_step(
+    cursor: psycopg.Cursor[Any], dialect: Dialect, step: Step, emitted: list[StateChange]
+) -> Rows:
+    """``execute_step``, with events stored by ``_store_events``."""
+    if _copies(step):
+        return drive(_store_events(step), partial(_event_step, cursor))
+    return execute_step(cursor, dialect, step, emitted)
+
+
+def _event_step(cursor: psycopg.Cursor[Any], ask: _EventStep) -> Rows:
+    if isinstance(ask, _Copy):
+        with cursor.copy(ask.sql) as copy:
+            for row in ask.rows:
+                copy.write_row(row)
+        return []
+    cursor.execute(*ask)
     return cursor.fetchall()
+
+
+async def _aevent_step(cursor: psycopg.AsyncCursor[Any], ask: _EventStep) -> Rows:
+    if isinstance(ask, _Copy):
+        async with cursor.copy(ask.sql) as copy:
+            for row in ask.rows:
+                await copy.write_row(row)
+        return []
+    await cursor.execute(*ask)
+    return await cursor.fetchall()
 
 
 async def _aexecute_step(
@@ -362,20 +379,7 @@ async def _aexecute_step(
 ) -> Rows:
     """The async twin of ``execute_step``: the same statements, awaited."""
     if _copies(step):
-        if not step.rows:
-            return []
-        if len(step.rows) <= _FEW:
-            await cursor.execute(*_few(step))
-            return await cursor.fetchall()
-        ids, received = _claim(step)
-        await cursor.execute(_CLAIM_IDS, (ids, received))
-        fresh = {row[0] for row in await cursor.fetchall()}
-        new = [row for row in step.rows if row[0] in fresh]
-        if new:
-            async with cursor.copy(_copy_sql(step.head)) as copy:
-                for row in new:
-                    await copy.write_row(row)
-        return new
+        return await adrive(_store_events(step), partial(_aevent_step, cursor))
     if isinstance(step, Emit):
         emitted.extend(step.changes)
         statements = dialect.emit(step.changes)

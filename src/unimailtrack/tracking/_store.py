@@ -60,6 +60,7 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 log = logging.getLogger("unimailtrack.tracking")
 
@@ -256,7 +257,7 @@ def execute_step(cursor: Cursor, dialect: Dialect, step: Step, emitted: list[Sta
     return dialect.run(step, execute)
 
 
-def drive(program: Program[T], execute: Callable[[Step], Rows]) -> T:
+def drive(program: Generator[S, Rows, T], execute: Callable[[S], Rows]) -> T:
     """Run ``program`` to completion, answering each step with ``execute``."""
     try:
         step = next(program)
@@ -267,7 +268,7 @@ def drive(program: Program[T], execute: Callable[[Step], Rows]) -> T:
         return result
 
 
-async def adrive(program: Program[T], execute: Callable[[Step], Awaitable[Rows]]) -> T:
+async def adrive(program: Generator[S, Rows, T], execute: Callable[[S], Awaitable[Rows]]) -> T:
     """The async twin of :func:`drive`."""
     try:
         step = next(program)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable
@@ -409,3 +410,14 @@ def test_every_batch_size_stores_new_events_once_on_the_async_path(store: Store,
     assert again == (size - (size // 2 + 1), size // 2 + 1)
     assert tracker.count_events() == size
     assert tracker.state(f"t{size - 1}").status is DeliveryStatus.DELIVERED
+
+
+def test_raw_payloads_with_keys_that_are_not_text_and_huge_numbers_are_stored(
+    tracker: Tracker,
+) -> None:
+    """A hand-built event's raw may hold what JSON has no key or number for; it is stored as
+    the standard library writes it (keys as text), never refused."""
+    odd = dataclasses.replace(event("delivered", at=1), raw={1: "one", "n": 2**70, "when": T0})
+    tracker.ingest([odd])
+    [stored] = tracker.timeline("t1")
+    assert stored.raw == {"1": "one", "n": 2**70, "when": str(T0)}

@@ -138,7 +138,11 @@ def _json_encoder() -> Callable[[Any], str]:
     options = orjson.OPT_NON_STR_KEYS
 
     def dumps(value: Any) -> str:
-        try:
+        try:  # keys are text in every parser's raw: the option to allow others costs a third
+            return orjson.dumps(value, default=str).decode()
+        except TypeError:
+            pass
+        try:  # a key that is not text (a caller's raw)
             return orjson.dumps(value, default=str, option=options).decode()
         except TypeError:  # an integer beyond 64 bits, say
             return _STDLIB_DUMPS(value)

@@ -40,3 +40,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def tracker(store: Store) -> Tracker:
     return store.open()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a PostgreSQL store in a schema of its own, dropped afterwards."""
+    require_postgres()
+    schema = f"t_{secrets.token_hex(6)}"
+    try:
+        yield with_schema(POSTGRES_URL, schema)
+    finally:
+        drop_schema(schema)

@@ -11,16 +11,15 @@ the old months one by one."""
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 import pytest
-from tracking_support import POSTGRES_URL, drop_schema, event, require_postgres, with_schema
+from tracking_support import POSTGRES_URL, event, schema_of
 
 from unimailtrack import DeliveryStatus, Email, RecipientResult, SendResult, StoreError
 from unimailtrack.errors import ConfigurationError
@@ -38,27 +37,13 @@ PER_MONTH = 122
 SENDS = 60
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    require_postgres()
-    schema = f"t_{secrets.token_hex(6)}"
-    try:
-        yield with_schema(POSTGRES_URL, schema)
-    finally:
-        drop_schema(schema)
-
-
-def _schema(url: str) -> str:
-    return url.rsplit("schema=", 1)[1]
-
-
 def _at(when: datetime) -> Callable[[], datetime]:
     return lambda: when
 
 
 def _sql(url: str, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"SET search_path = {_schema(url)}")
+        conn.execute(f"SET search_path = {schema_of(url)}")
         cursor = conn.execute(statement, params)
         return cursor.fetchall() if cursor.description is not None else []
 
@@ -227,7 +212,7 @@ def test_an_interrupted_split_resumes_without_losing_or_doubling_a_row(pg_url: s
 
         # The next batch inserts its rows, then waits to move the cursor: it is killed there.
         with psycopg.connect(POSTGRES_URL) as holder:
-            holder.execute(f"LOCK TABLE {_schema(pg_url)}.legacy_split IN SHARE MODE")
+            holder.execute(f"LOCK TABLE {schema_of(pg_url)}.legacy_split IN SHARE MODE")
             failure: list[BaseException] = []
 
             def batch() -> None:

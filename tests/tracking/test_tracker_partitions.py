@@ -9,33 +9,17 @@ events readable and its recent ids still deduplicated."""
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from tracking_support import POSTGRES_URL, drop_schema, event, require_postgres, with_schema
+from tracking_support import POSTGRES_URL, event, schema_of
 
 from unimailtrack import Email, Mailer, StoreError
 from unimailtrack.adapters import MemoryAdapter
 from unimailtrack.tracking import Tracker
 from unimailtrack.tracking import _partitions as partitions
 from unimailtrack.tracking._partitions import month_start
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    require_postgres()
-    schema = f"t_{secrets.token_hex(6)}"
-    try:
-        yield with_schema(POSTGRES_URL, schema)
-    finally:
-        drop_schema(schema)
-
-
-def _schema(url: str) -> str:
-    return url.rsplit("schema=", 1)[1]
 
 
 def _partitions(url: str) -> dict[str, str]:
@@ -47,7 +31,7 @@ def _partitions(url: str) -> dict[str, str]:
             JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace
             WHERE p.relname = 'events' AND n.nspname = %s
             """,
-            (_schema(url),),
+            (schema_of(url),),
         ).fetchall()
     return dict(rows)
 
@@ -72,7 +56,7 @@ def test_partitions_are_made_ahead_and_there_is_no_default(pg_url: str) -> None:
             "SELECT partdefid FROM pg_partitioned_table t JOIN pg_class c ON c.oid = t.partrelid "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = 'events' "
             "AND n.nspname = %s",
-            (_schema(pg_url),),
+            (schema_of(pg_url),),
         ).fetchall()
     assert default == 0
 

@@ -53,6 +53,11 @@ def with_schema(url: str, schema: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}schema={schema}"
 
 
+def schema_of(url: str) -> str:
+    """The schema a ``with_schema`` URL names."""
+    return url.rsplit("schema=", 1)[1]
+
+
 def drop_schema(schema: str) -> None:
     import psycopg
     from psycopg import sql

@@ -1207,6 +1207,10 @@ class Tracker:
         request which could not be stored is accepted."""
         self._run(_Op(lambda: P.discard_nonce(key), write=True))
 
+    def _run_program(self, program: ProgramFactory[Any], write: bool) -> Any:
+        """Run one program: how the maintenance steps of ``_partitions`` reach the store."""
+        return self._run(_Op(program, write=write))
+
     def retention(
         self,
         keep: timedelta,
@@ -1222,12 +1226,9 @@ class Tracker:
         provider's retry is told from a new event."""
         from unimailtrack.tracking import _partitions
 
-        def run(program: ProgramFactory[Any], write: bool) -> Any:
-            return self._run(_Op(program, write=write))
-
         return _partitions.retention(
             self._store.dialect.name,
-            run,
+            self._run_program,
             keep=keep,
             now=self._now(),
             apply=apply,
@@ -1251,12 +1252,9 @@ class Tracker:
         ``events_legacy``, there is nothing to split."""
         from unimailtrack.tracking import _partitions
 
-        def run(program: ProgramFactory[Any], write: bool) -> Any:
-            return self._run(_Op(program, write=write))
-
         return _partitions.split_legacy(
             self._store.dialect.name,
-            run,
+            self._run_program,
             now=self._now(),
             batch=batch,
             apply=apply,

@@ -19,9 +19,9 @@ from typing import Any
 
 import psycopg
 import pytest
-from tracking_support import POSTGRES_URL, event, schema_of
+from tracking_support import POSTGRES_URL, event, schema_of, send_one
 
-from unimailtrack import DeliveryStatus, Email, RecipientResult, SendResult, StoreError
+from unimailtrack import StoreError
 from unimailtrack.errors import ConfigurationError
 from unimailtrack.tracking import Tracker
 from unimailtrack.tracking import _partitions as partitions
@@ -61,24 +61,6 @@ def _partitions(url: str) -> dict[str, str]:
     return dict(rows)
 
 
-def _send(tracker: Tracker, tracking_id: str, address: str, message_id: str) -> None:
-    tracker.record_send(
-        Email(sender="s@example.com", to=[address], subject="Hi", text="x"),
-        SendResult(
-            bulk_id=f"bulk-{tracking_id}",
-            recipients=[
-                RecipientResult(
-                    recipient=address,
-                    tracking_id=tracking_id,
-                    status=DeliveryStatus.ACCEPTED,
-                    message_id=message_id,
-                    provider="memory",
-                )
-            ],
-        ),
-    )
-
-
 def _populate(url: str) -> None:
     """events_legacy with PER_MONTH events in each of the three past months: sends delivered
     and opened, and events waiting for sends not recorded yet, among them one of the first
@@ -95,7 +77,9 @@ def _populate(url: str) -> None:
         with Tracker.open(url, clock=_at(when)) as tracker:
             tracker.ingest(waiting[:1])
             for index in range(SENDS):
-                _send(tracker, f"s{number}-{index}", f"u{index}@example.com", f"m{number}-{index}")
+                send_one(
+                    tracker, f"s{number}-{index}", f"u{index}@example.com", f"m{number}-{index}"
+                )
             tracker.ingest(
                 [
                     event(kind, f"s{number}-{index}", at=when, recipient=f"u{index}@example.com")
@@ -181,7 +165,7 @@ def test_the_split_moves_every_month_into_its_partition_and_retention_drops_them
         # The store goes on: a new event, its retry, a send's waiting event attached.
         assert tracker.ingest([event("delivered", "fresh", event_id="fresh-1")]).new == 1
         assert tracker.ingest([event("delivered", "fresh", event_id="fresh-1")]).duplicates == 1
-        _send(tracker, "t-late", "late@example.com", "m-late")
+        send_one(tracker, "t-late", "late@example.com", "m-late")
         assert [e.event_id for e in tracker.timeline("t-late")] == ["waiting-late"]
 
         # The cutoff falls inside the last past month: the two before it go, whole.
@@ -293,8 +277,8 @@ def test_rows_written_to_events_legacy_during_the_split_are_kept(
             pg_url, "SELECT COUNT(*) FROM events_split WHERE event_id = 'waiting-late'"
         )
         assert pending == 0  # not reached yet
-        _send(tracker, "t-early", "early@example.com", "m-early")
-        _send(tracker, "t-late", "late@example.com", "m-late")
+        send_one(tracker, "t-early", "early@example.com", "m-early")
+        send_one(tracker, "t-late", "late@example.com", "m-late")
         behind.ingest([event("bounced", "s1-3", at=late_clock, event_id="late-1", bounce="soft")])
 
         swap = partitions._swap_when_locked
@@ -302,9 +286,9 @@ def test_rows_written_to_events_legacy_during_the_split_are_kept(
         def after_the_check(run: Any, starts: Any) -> None:
             # Between the check and the swap: another attach, another late event.
             behind.ingest([_waiting("between", late_clock)])
-            _send(tracker, "t-between", "between@example.com", "m-between")
+            send_one(tracker, "t-between", "between@example.com", "m-between")
             behind.ingest([event("opened", "s1-4", at=late_clock, event_id="late-2")])
-            _send(tracker, "t-orphan", "orphan1-0@example.com", "m-orphan1-0")  # copied, checked
+            send_one(tracker, "t-orphan", "orphan1-0@example.com", "m-orphan1-0")  # copied, checked
             swap(run, starts)
 
         monkeypatch.setattr(partitions, "_swap_when_locked", after_the_check)

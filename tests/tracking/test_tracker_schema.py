@@ -18,10 +18,11 @@ from tracking_support import (
     drop_schema,
     event,
     require_postgres,
+    send_one,
     with_schema,
 )
 
-from unimailtrack import ConfigurationError, DeliveryStatus, Email, RecipientResult, SendResult
+from unimailtrack import ConfigurationError, DeliveryStatus
 from unimailtrack.tracking import StoreError, Tracker
 from unimailtrack.tracking._schema import LATEST, MIGRATIONS, Migration, migrate
 from unimailtrack.tracking._store import Program, Query
@@ -207,20 +208,7 @@ def test_version_7_indexes_standing_deferrals_by_a_column_of_their_own(store: St
     has its ``deferred_at_us`` (and still expires), the delivery has none, and a badge that
     leaves ``deferred`` clears it."""
     tracker = store.open(deferred_expiry=timedelta(hours=72))
-    tracker.record_send(
-        Email(sender="a@example.com", to=["ada@example.com"], subject="s", text="t"),
-        SendResult(
-            bulk_id="b1",
-            recipients=[
-                RecipientResult(
-                    recipient="ada@example.com",
-                    tracking_id="t1",
-                    status=DeliveryStatus.ACCEPTED,
-                    provider="memory",
-                )
-            ],
-        ),
-    )
+    send_one(tracker, "t1", "ada@example.com")
     tracker.ingest(
         [
             event("deferred", "t1", at=T0, recipient="ada@example.com"),

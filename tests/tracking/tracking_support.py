@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from unimailtrack import BounceKind, EmailEvent, EventType
+from unimailtrack import (
+    BounceKind,
+    DeliveryStatus,
+    Email,
+    EmailEvent,
+    EventType,
+    RecipientResult,
+    SendResult,
+)
 from unimailtrack.tracking import Tracker
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -132,6 +140,27 @@ def event(
 
 
 # --------------------------------------------------------------------------- concurrency
+
+
+def send_one(
+    tracker: Tracker, tracking_id: str, address: str, message_id: str | None = None
+) -> None:
+    """Record an accepted send of one e-mail to ``address`` (bulk ``bulk-<tracking id>``)."""
+    tracker.record_send(
+        Email(sender="s@example.com", to=[address], subject="Hi", text="x"),
+        SendResult(
+            bulk_id=f"bulk-{tracking_id}",
+            recipients=[
+                RecipientResult(
+                    recipient=address,
+                    tracking_id=tracking_id,
+                    status=DeliveryStatus.ACCEPTED,
+                    message_id=message_id,
+                    provider="memory",
+                )
+            ],
+        ),
+    )
 
 
 def scenario_events(messages: int, seed: int) -> list[EmailEvent]:

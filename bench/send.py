@@ -253,7 +253,7 @@ def main() -> None:
     async_dsn = f"{base}&max_concurrency={IN_FLIGHT}"
     batch = emails(SENDS)
     encoder = _json_library()
-    default = f"AsyncMailer, default (asyncio + h11), {IN_FLIGHT} in flight, {encoder}"
+    default = f"AsyncMailer, default (asyncio), {IN_FLIGHT} in flight, {encoder}"
     aiohttp_row = f"AsyncMailer, aiohttp, {IN_FLIGHT} in flight, {encoder}"
     sequential = f"Mailer, httpx, sequential, {encoder}"
     contenders: dict[str, Callable[[], float]] = {
@@ -261,7 +261,7 @@ def main() -> None:
         sequential: lambda: SENDS / timed_sync(base, batch),
     }
     for flight in (1, 2, 10):
-        label = f"AsyncMailer, default (asyncio + h11), {flight} in flight, {encoder}"
+        label = f"AsyncMailer, default (asyncio), {flight} in flight, {encoder}"
         contenders[label] = lambda n=flight: SENDS / timed_async(async_dsn, batch, n)  # type: ignore[misc]
     contenders[default] = lambda: SENDS / timed_async(async_dsn, batch, IN_FLIGHT)
     contenders[aiohttp_row] = lambda: (

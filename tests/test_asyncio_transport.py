@@ -1,4 +1,4 @@
-"""The default async transport (asyncio + h11) against a real local HTTP server.
+"""The default async transport (asyncio + unimailtrack._http1) against a real local HTTP server.
 
 The server is a few lines of asyncio in the test's own event loop; each test scripts its
 answers as raw HTTP/1.1, so that keep-alive, connection limits, chunked and compressed bodies,
@@ -8,17 +8,20 @@ closed connections and silence are what a real server would send.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import socket
+import threading
 from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 import respx
 
-from unimailtrack._h11 import AsyncioTransport
-from unimailtrack._http import read_request
+from unimailtrack._asyncio_http import AsyncioTransport
+from unimailtrack._http import HttpxAsyncTransport, HttpxTransport, read_request
 from unimailtrack.adapters.sendgrid import SendGridAdapter
-from unimailtrack.errors import ProviderUnavailable
+from unimailtrack.errors import ConfigurationError, ProviderUnavailable
 
 Answer = Callable[[int], bytes]
 """The raw bytes to answer the n-th request with (b"" to stay silent)."""
@@ -277,3 +280,147 @@ def test_one_transport_serves_one_event_loop_after_another_and_after_closing() -
                 assert (await transport.send(post(base))).status_code == 202
 
         run(test)
+
+
+def test_bytes_after_a_response_are_never_taken_for_the_next_ones() -> None:
+    smuggled = ok(b'{"n": "smuggled"}')
+    server = Server(
+        lambda n: ok(b'{"n": 1}') + smuggled if n == 1 else ok(f'{{"n": {n}}}'.encode())
+    )
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            first = await transport.send(post(base))
+            second = await transport.send(post(base))
+            await transport.aclose()
+        assert (first.json(), second.json()) == ({"n": 1}, {"n": 2})
+        assert server.connections == 2
+
+    run(test)
+
+
+def test_informational_responses_are_read_past() -> None:
+    early = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    server = Server(lambda n: early + ok())
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            response = await transport.send(post(base))
+            again = await transport.send(post(base))
+            await transport.aclose()
+        assert (response.status_code, response.json()) == (202, {"ok": True})
+        assert again.status_code == 202
+        assert server.connections == 1
+
+    run(test)
+
+
+def test_an_http_1_0_answer_is_not_followed_on_its_connection() -> None:
+    server = Server(lambda n: b"HTTP/1.0 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            for _ in range(3):
+                assert (await transport.send(post(base))).json() == {}
+            await transport.aclose()
+        assert server.connections == 3
+
+    run(test)
+
+
+def test_a_body_that_runs_to_the_close_is_read_whole() -> None:
+    server = Server(lambda n: b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall<cut>")
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            response = await transport.send(post(base))
+            again = await transport.send(post(base))
+            await transport.aclose()
+        assert response.content == again.content == b"all<cut>"
+        assert server.connections == 2
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"garbage\r\n\r\n",
+    ],
+    ids=["length-and-chunks", "nul-in-field", "head-too-large", "not-http"],
+)
+def test_a_malformed_answer_is_provider_unavailable_and_the_next_request_works(
+    answer: bytes,
+) -> None:
+    server = Server(lambda n: answer if n == 1 else ok())
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            with pytest.raises(ProviderUnavailable):
+                await transport.send(post(base))
+            assert (await transport.send(post(base))).status_code == 202
+            await transport.aclose()
+        assert server.connections == 2
+
+    run(test)
+
+
+def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sent() -> None:
+    server = Server(lambda n: ok())
+
+    async def test() -> None:
+        async with server as base:
+            transport = AsyncioTransport(timeout=5)
+            request = post(base)
+            request.headers["X-Note"] = "a\r\nX-Injected: 1"
+            with pytest.raises(ConfigurationError, match="cannot be sent"):
+                await transport.send(request)
+            assert (await transport.send(post(base))).status_code == 202
+            await transport.aclose()
+        assert len(server.requests) == 1
+        assert b"X-Injected" not in server.requests[0]
+
+    run(test)
+
+
+def test_the_httpx_transports_refuse_the_same_header_as_a_configuration_error() -> None:
+    """Through httpx (the sync Mailer's transport), h11 refuses the header: the same error."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = listener.accept()
+            with connection:
+                connection.settimeout(2)
+                with contextlib.suppress(OSError):
+                    accepted.append(connection.recv(65536))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    request = post(base)
+    request.headers["Authorization"] = "Bearer key\nX-Injected: 1"
+    transport = HttpxTransport(httpx.Client())
+    with pytest.raises(ConfigurationError):
+        transport.send(request)
+    transport.close()
+
+    async def through_async_httpx() -> None:
+        through = HttpxAsyncTransport(httpx.AsyncClient())
+        with pytest.raises(ConfigurationError):
+            await through.send(request)
+        await through.aclose()
+
+    run(through_async_httpx)
+    listener.close()
+    thread.join(timeout=5)
+    assert all(b"X-Injected" not in data for data in accepted)

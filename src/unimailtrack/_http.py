@@ -2,7 +2,7 @@
 
 Adapters build ``httpx.Request`` objects and interpret ``httpx.Response`` objects as pure
 functions; a transport only moves them. ``HttpxTransport`` and ``HttpxAsyncTransport`` are the
-transports over httpx; the default async transport, ``AsyncioTransport``, lives in ``_h11``
+transports over httpx; the default async transport, ``AsyncioTransport``, lives in ``_asyncio_http``
 (imported when first used); ``AiohttpTransport`` is the optional aiohttp one
 (``unimailtrack[aiohttp]``). Tests inject ``httpx.MockTransport`` or use respx: nothing here is
 patched.
@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkab
 import httpx
 
 from unimailtrack import _constants as C
-from unimailtrack.errors import MissingDependency, ProviderUnavailable, SendError
+from unimailtrack.errors import (
+    ConfigurationError,
+    MissingDependency,
+    ProviderUnavailable,
+    SendError,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -60,6 +65,13 @@ class AsyncTransport(Protocol):
     async def aclose(self) -> None: ...
 
 
+def unwritable(exc: Exception) -> ConfigurationError:
+    """A request that no transport may send as it is: a header (the API key, most often, with
+    a line break read from a file or a variable) would end the request early or add to it.
+    Sending it again cannot help, so it is not the provider's outage."""
+    return ConfigurationError(f"the request cannot be sent as HTTP/1.1: {exc}")
+
+
 def _unavailable(provider: str | None, exc: Exception) -> ProviderUnavailable:
     kind = (
         "timed out"
@@ -85,6 +97,8 @@ class HttpxTransport:
         try:
             response = self._client.send(request)
             response.read()
+        except httpx.LocalProtocolError as exc:
+            raise unwritable(exc) from exc
         except httpx.TransportError as exc:
             raise _unavailable(None, exc) from exc
         return response
@@ -105,6 +119,8 @@ class HttpxAsyncTransport:
         try:
             response = await self._client.send(request)
             await response.aread()
+        except httpx.LocalProtocolError as exc:
+            raise unwritable(exc) from exc
         except httpx.TransportError as exc:
             raise _unavailable(None, exc) from exc
         return response

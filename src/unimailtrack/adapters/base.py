@@ -257,7 +257,7 @@ class Adapter(ABC):
                     )
                 )
             else:
-                from unimailtrack._h11 import AsyncioTransport
+                from unimailtrack._asyncio_http import AsyncioTransport
 
                 self._async_transport = AsyncioTransport(
                     timeout=self.timeout, max_connections=self.max_concurrency

@@ -1,7 +1,7 @@
-"""The default asynchronous transport: HTTP/1.1 through h11 over asyncio's own sockets.
+"""The default asynchronous transport: HTTP/1.1 (``_http1``) over asyncio's own sockets.
 
 Imported only when an adapter first sends asynchronously, so that importing unimailtrack or
-parsing a webhook never loads the event loop or h11.
+parsing a webhook never loads the event loop.
 """
 
 from __future__ import annotations
@@ -14,24 +14,30 @@ import sys
 from collections import deque
 from typing import Final
 
-import h11
 import httpx
 
 from unimailtrack import _constants as C
-from unimailtrack._http import HttpxAsyncTransport, _unavailable, read_response
+from unimailtrack._http import HttpxAsyncTransport, _unavailable, read_response, unwritable
+from unimailtrack._http1 import (
+    HttpProtocolError,
+    ResponseReader,
+    UnwritableRequest,
+    write_request,
+)
 
 __all__ = ["AsyncioTransport"]
 
 
 class AsyncioTransport:
-    """The default asynchronous transport: HTTP/1.1 over asyncio's own sockets, with h11 (the
-    HTTP/1.1 state machine under httpcore) reading and writing the messages.
+    """The default asynchronous transport: HTTP/1.1 over asyncio's own sockets, each request
+    written and its response read by ``_http1``.
 
     httpcore's async pool pays for every request in locks and events routed through anyio's
     cancel scopes (each event asking whether it runs under trio by importing ``sniffio``
     anew when it is not installed), and rescans every queued request against every
     connection whenever one starts or ends; with 50 requests in flight that is most of a
-    send's CPU. Here a connection is an ``asyncio.Protocol`` feeding h11, and the pool is a
+    send's CPU. Here a connection is an ``asyncio.Protocol`` feeding a ``ResponseReader``
+    (h11, which httpcore uses, costs a third of a send of its own), and the pool is a
     list of idle connections per origin with at most ``max_connections`` open: taking one
     and giving it back are constant-time. Requests and responses are the same ``httpx``
     objects as on every other transport. TLS uses the context httpx would build (so
@@ -49,7 +55,7 @@ class AsyncioTransport:
     ) -> None:
         self._timeout = timeout
         self._limit = max(1, max_connections)
-        self._idle: dict[tuple[bytes, bytes, int], list[_H11Connection]] = {}
+        self._idle: dict[tuple[bytes, bytes, int], list[_Connection]] = {}
         self._open = 0
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._tls: ssl.SSLContext | None = None
@@ -80,7 +86,9 @@ class AsyncioTransport:
                 self._release(origin, connection)
                 raise
             self._release(origin, connection)
-        except (OSError, TimeoutError, h11.ProtocolError, ssl.SSLError) as exc:
+        except UnwritableRequest as exc:
+            raise unwritable(exc) from exc
+        except (OSError, TimeoutError, HttpProtocolError, ssl.SSLError) as exc:
             raise _unavailable(None, exc) from exc
         if any(name.lower() == b"content-encoding" for name, _ in headers):
             response = httpx.Response(
@@ -110,7 +118,7 @@ class AsyncioTransport:
             )
         return self._mocked
 
-    async def _acquire(self, origin: tuple[bytes, bytes, int]) -> _H11Connection:
+    async def _acquire(self, origin: tuple[bytes, bytes, int]) -> _Connection:
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
@@ -144,7 +152,7 @@ class AsyncioTransport:
             self._wake()
             raise
 
-    async def _connect(self, origin: tuple[bytes, bytes, int]) -> _H11Connection:
+    async def _connect(self, origin: tuple[bytes, bytes, int]) -> _Connection:
         scheme, host, port = origin
         name = host.decode("ascii")
         tls: ssl.SSLContext | None = None
@@ -155,7 +163,7 @@ class AsyncioTransport:
         loop = asyncio.get_running_loop()
         _, connection = await asyncio.wait_for(
             loop.create_connection(
-                _H11Connection, name, port, ssl=tls, server_hostname=name if tls else None
+                _Connection, name, port, ssl=tls, server_hostname=name if tls else None
             ),
             self._timeout,
         )
@@ -170,7 +178,7 @@ class AsyncioTransport:
                 return True
         return False
 
-    def _release(self, origin: tuple[bytes, bytes, int], connection: _H11Connection) -> None:
+    def _release(self, origin: tuple[bytes, bytes, int], connection: _Connection) -> None:
         if connection.reusable and not self._closed:
             self._idle.setdefault(origin, []).append(connection)
         else:
@@ -220,21 +228,20 @@ def _environment_proxies() -> bool:
     )
 
 
-class _H11Connection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: asyncio moves the bytes, h11 reads the messages.
-    One exchange at a time (the pool sees to that)."""
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection: asyncio moves the bytes, a ``ResponseReader``
+    reads each response. One exchange at a time (the pool sees to that)."""
 
     def __init__(self) -> None:
-        self._h11 = h11.Connection(h11.CLIENT)
         self._transport: asyncio.Transport | None = None
         self._done: asyncio.Future[None] | None = None
-        self._response: h11.Response | None = None
-        self._body: list[bytes] = []
+        self._reader: ResponseReader | None = None
         self._lost = False
+        self._keep_alive = True
 
     @property
     def reusable(self) -> bool:
-        return not self._lost and self._h11.our_state is h11.IDLE
+        return not self._lost and self._keep_alive and self._reader is None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -248,80 +255,72 @@ class _H11Connection(asyncio.Protocol):
         if self._done is not None and not self._done.done():
             self._done.set_exception(exc)
 
+    def _complete(self) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
     def data_received(self, data: bytes) -> None:
-        self._feed(data)
-
-    def eof_received(self) -> bool | None:
-        self._feed(b"")  # h11 takes an empty chunk as the end of the stream
-        return None  # asyncio closes the transport; connection_lost follows
-
-    def _feed(self, data: bytes) -> None:
-        connection = self._h11
+        reader = self._reader
+        if reader is None:  # nothing was asked: whatever this is, the connection is spent
+            self.close()
+            return
         try:
-            connection.receive_data(data)
-            while True:
-                event = connection.next_event()
-                if event is h11.NEED_DATA or event is h11.PAUSED:
-                    return
-                kind = type(event)
-                if kind is h11.Data:
-                    self._body.append(event.data)  # type: ignore[union-attr]
-                elif kind is h11.Response:
-                    self._response = event  # type: ignore[assignment]
-                elif kind is h11.EndOfMessage:
-                    if self._done is not None and not self._done.done():
-                        self._done.set_result(None)
-                    return
-                elif kind is h11.ConnectionClosed:
-                    self._fail(ConnectionResetError("the server closed the connection"))
-                    return
-        except h11.RemoteProtocolError as exc:
+            if reader.feed(data):
+                self._complete()
+        except HttpProtocolError as exc:
             self._fail(exc)
             self.close()
+
+    def eof_received(self) -> bool | None:
+        self._lost = True
+        reader = self._reader
+        if reader is not None:
+            try:
+                if reader.eof():
+                    self._complete()
+            except HttpProtocolError as exc:
+                self._fail(exc)
+        return None  # asyncio closes the transport; connection_lost follows
 
     async def exchange(
         self, request: httpx.Request, timeout: float
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Send ``request``, wait for its whole response (at most ``timeout`` seconds of
-        silence in all), and leave the connection ready for the next one."""
+        """Send ``request``, wait for its whole response (at most ``timeout`` seconds in all),
+        and leave the connection ready for the next one if both sides allow it."""
         transport = self._transport
         if transport is None or self._lost:
             raise ConnectionResetError("the connection is closed")
-        connection = self._h11
-        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
-            connection.start_next_cycle()
-        loop = asyncio.get_running_loop()
-        done = self._done = loop.create_future()
-        self._response = None
-        self._body = []
-        url = request.url
         try:
             content = request.content
         except httpx.RequestNotRead:  # a streamed body (multipart): read it whole
             content = await request.aread()
-        head = connection.send(
-            h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
-        )
-        assert head is not None
-        tail = connection.send(h11.Data(data=content)) if content else b""
-        end = connection.send(h11.EndOfMessage())
-        transport.write(b"".join((head, tail or b"", end or b"")))
+        method = request.method
+        headers = request.headers.raw
+        data = write_request(method, request.url.raw_path, headers, content)
+        reader = self._reader = ResponseReader(head_request=method == "HEAD")
+        loop = asyncio.get_running_loop()
+        done = self._done = loop.create_future()
+        transport.write(data)
         timer = loop.call_later(timeout, _time_out, done)
         try:
             await done
         finally:
             timer.cancel()
             self._done = None
-        response = self._response
-        assert response is not None
-        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
-            connection.start_next_cycle()
-        return response.status_code, list(response.headers.raw_items()), b"".join(self._body)
+            self._reader = None
+        self._keep_alive = reader.keep_alive and not reader.leftover and not _asks_to_close(headers)
+        return reader.status, reader.headers, reader.body
 
     def close(self) -> None:
         self._lost = True
         if self._transport is not None:
             self._transport.close()
+
+
+def _asks_to_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"connection" and b"close" in value.lower() for name, value in headers
+    )
 
 
 def _time_out(done: asyncio.Future[None]) -> None:

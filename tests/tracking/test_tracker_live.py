@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue
 import threading
 from datetime import timedelta
@@ -12,7 +13,7 @@ from tracking_support import T0, Store, event
 
 from unimailtrack import DeliveryStatus, Email, Mailer, fold
 from unimailtrack.adapters.memory import MemoryAdapter
-from unimailtrack.tracking import StateChange, Tracker
+from unimailtrack.tracking import StateChange, Tracker, _live
 from unimailtrack.tracking._live import decode_changes, encode_changes
 
 WAIT = 10.0
@@ -74,6 +75,26 @@ def test_changes_from_another_process_arrive_through_postgres(store: Store) -> N
     assert [c.tracking_id for c in own] == ["mine"]
 
 
+@pytest.mark.parametrize("encoder", ["installed", "stdlib"])
+def test_a_bounce_with_the_longest_reason_in_emoji_is_stored_and_heard(
+    store: Store, encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Escaped by the standard library, 1,000 four-byte characters take 12,000 bytes, over
+    PostgreSQL's NOTIFY limit: the reason in the notification is cut to fit, and the batch is
+    stored (it was refused as content), the state keeping the whole reason."""
+    if encoder == "stdlib":
+        monkeypatch.setattr(_live, "_encode_item", _live._ascii_item)
+    listener, writer = store.open(), store.open()
+    heard: queue.Queue[StateChange] = queue.Queue()
+    listener.subscribe(heard.put)
+    reason = "\U0001f6ab" * 3000
+    writer.ingest([event("bounced", "emoji", bounce="hard", reason=reason)])
+    assert writer.state("emoji").reason == reason
+    if store.backend == "postgres":
+        change = heard.get(timeout=WAIT)
+        assert change.reason is not None and reason.startswith(change.reason)
+
+
 def test_notification_payloads_stay_under_the_limit() -> None:
     changes = [
         StateChange(
@@ -95,6 +116,43 @@ def test_notification_payloads_stay_under_the_limit() -> None:
     assert [c.tracking_id for c in decoded] == [c.tracking_id for c in changes]
     assert decoded[1] == changes[1]
     assert decoded[0].reason == "x" * 1000
+
+
+@pytest.mark.parametrize("encoder", ["installed", "stdlib"])
+def test_payloads_count_bytes_not_characters_whatever_the_encoder(
+    encoder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reason in four-byte characters is four times its length on the wire: the payloads
+    must stay under the limit in bytes, with orjson (raw UTF-8) or the standard library's
+    ASCII escapes, and decode to the same changes."""
+    if encoder == "stdlib":
+        monkeypatch.setattr(_live, "_encode_item", _live._ascii_item)
+    changes = [
+        StateChange(
+            tracking_id=f"{i:032x}",
+            recipient=f"üser{i}@exämple.com",
+            bulk_id=None,
+            previous=None,
+            status=DeliveryStatus.DEFERRED,
+            reason="\U0001f4e8" * (900 if i % 5 == 0 else 40),
+            event_id=f"ev-{i}",
+            timestamp=T0,
+        )
+        for i in range(200)
+    ]
+    payloads = encode_changes("örigin", changes)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    assert {decode_changes(p)[0] for p in payloads} == {"örigin"}
+    decoded = [c for p in payloads for c in decode_changes(p)[1]]
+    assert [c.tracking_id for c in decoded] == [c.tracking_id for c in changes]
+    for got, sent in zip(decoded, changes, strict=True):
+        assert sent.reason is not None and got.reason is not None
+        if len(sent.reason) <= 40:
+            assert got == sent
+        else:  # cut to what fits, from the start
+            assert 0 < len(got.reason) <= 1000 and sent.reason.startswith(got.reason)
+            assert dataclasses.replace(got, reason=sent.reason) == sent
 
 
 def test_the_async_iterator_yields_changes_in_order(store: Store) -> None:

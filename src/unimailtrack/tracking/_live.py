@@ -137,45 +137,78 @@ def _change_fields(change: StateChange) -> list[Any]:
     ]
 
 
-def _item(change: StateChange) -> str:
-    # ASCII-only JSON, so that its length in characters is its length in bytes.
-    return json.dumps(_change_fields(change), separators=(",", ":"))
+def _ascii_item(fields: list[Any]) -> bytes:
+    return json.dumps(fields, separators=(",", ":")).encode("ascii")
+
+
+def _item_encoder() -> Callable[[list[Any]], bytes]:
+    """orjson's encoder when installed (``unimailtrack[fast]``), a fifth of the standard
+    library's time for a change; a value orjson refuses goes through the standard library."""
+    try:
+        import orjson
+    except ImportError:
+        return _ascii_item
+    dumps = orjson.dumps
+
+    def item(fields: list[Any]) -> bytes:
+        try:
+            return dumps(fields)
+        except TypeError:
+            return _ascii_item(fields)
+
+    return item
+
+
+_encode_item = _item_encoder()
+
+
+def _item(change: StateChange) -> bytes:
+    return _encode_item(_change_fields(change))
 
 
 def encode_changes(origin: str, changes: Sequence[StateChange]) -> list[str]:
-    """``changes`` as NOTIFY payloads under the size limit, each naming its ``origin``."""
-    prefix = '{"o":' + json.dumps(origin) + ',"c":['
+    """``changes`` as NOTIFY payloads under the size limit (counted in UTF-8 bytes), each
+    naming its ``origin``."""
+    prefix = b'{"o":' + _ascii_item([origin])[1:-1] + b',"c":['
     budget = _MAX_PAYLOAD - len(prefix) - 2
     payloads: list[str] = []
-    items: list[str] = []
+    items: list[bytes] = []
     used = 0
     for change in changes:
         item = _item(change)
         if len(item) >= budget:
-            item = _item(_shortened(change))
+            item = _fitted(change, budget)
         if items and used + len(item) >= budget:
-            payloads.append(prefix + ",".join(items) + "]}")
+            payloads.append((prefix + b",".join(items) + b"]}").decode())
             items, used = [], 0
         items.append(item)
         used += len(item) + 1
     if items:
-        payloads.append(prefix + ",".join(items) + "]}")
+        payloads.append((prefix + b",".join(items) + b"]}").decode())
     return payloads
 
 
-def _shortened(change: StateChange) -> StateChange:
-    """A change whose reason alone would overflow a payload keeps the start of it."""
-    reason = (change.reason or "")[:1000]
-    return StateChange(
-        tracking_id=change.tracking_id,
-        recipient=change.recipient,
-        bulk_id=change.bulk_id,
-        previous=change.previous,
-        status=change.status,
-        reason=reason,
-        event_id=change.event_id,
-        timestamp=change.timestamp,
-    )
+def _fitted(change: StateChange, budget: int) -> bytes:
+    """A change whose reason alone would overflow a payload keeps the start of its reason,
+    at most 1,000 characters and as many as fit (escaped, a character may take 12 bytes)."""
+    reason = change.reason or ""
+    keep = min(len(reason), 1000)
+    while True:
+        item = _item(
+            StateChange(
+                tracking_id=change.tracking_id,
+                recipient=change.recipient,
+                bulk_id=change.bulk_id,
+                previous=change.previous,
+                status=change.status,
+                reason=reason[:keep],
+                event_id=change.event_id,
+                timestamp=change.timestamp,
+            )
+        )
+        if len(item) < budget or not keep:
+            return item
+        keep //= 2
 
 
 def decode_changes(payload: str) -> tuple[str, list[StateChange]]:

@@ -424,3 +424,35 @@ def test_the_httpx_transports_refuse_the_same_header_as_a_configuration_error() 
     listener.close()
     thread.join(timeout=5)
     assert all(b"X-Injected" not in data for data in accepted)
+
+
+def test_an_answer_dripped_a_byte_at_a_time_is_cut_off_by_the_timeout() -> None:
+    """The timeout bounds the whole exchange, not each read: a server that keeps sending one
+    byte at a time never finishes its answer before the transport gives up."""
+    answer = ok(b'{"slow": true}')
+    sent: list[int] = []
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            for count, byte in enumerate(answer, start=1):
+                writer.write(bytes([byte]))
+                await writer.drain()
+                sent.append(count)
+                await asyncio.sleep(0.02)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def test() -> None:
+        server = await asyncio.start_server(drip, "127.0.0.1", 0)
+        base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        transport = AsyncioTransport(timeout=0.3)
+        with pytest.raises(ProviderUnavailable, match="timed out"):
+            await transport.send(post(base))
+        await transport.aclose()
+        server.close()
+
+    run(test)
+    assert 0 < max(sent) < len(answer)

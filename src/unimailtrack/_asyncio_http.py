@@ -118,7 +118,8 @@ class AsyncioTransport:
             )
         return self._mocked
 
-    async def _acquire(self, origin: tuple[bytes, bytes, int]) -> _Connection:
+    def _reuse(self, origin: tuple[bytes, bytes, int]) -> _Connection | None:
+        """An idle connection to ``origin`` still fit for a request (the unfit ones closed)."""
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
@@ -126,6 +127,12 @@ class AsyncioTransport:
                 return connection
             connection.close()
             self._open -= 1
+        return None
+
+    async def _acquire(self, origin: tuple[bytes, bytes, int]) -> _Connection:
+        connection = self._reuse(origin)
+        if connection is not None:
+            return connection
         while self._open >= self._limit:
             if self._evict_idle():  # an idle connection to another host makes room
                 break
@@ -137,13 +144,9 @@ class AsyncioTransport:
                 if waiter.done() and not waiter.cancelled():
                     self._wake()  # the turn it was given goes to the next in line
                 raise
-            idle = self._idle.get(origin)
-            while idle:
-                connection = idle.pop()
-                if connection.reusable:
-                    return connection
-                connection.close()
-                self._open -= 1
+            connection = self._reuse(origin)
+            if connection is not None:
+                return connection
         self._open += 1
         try:
             return await self._connect(origin)

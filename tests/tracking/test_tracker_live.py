@@ -95,6 +95,18 @@ def test_a_bounce_with_the_longest_reason_in_emoji_is_stored_and_heard(
         assert change.reason is not None and reason.startswith(change.reason)
 
 
+def round_trip(origin: str, changes: list[StateChange]) -> list[StateChange]:
+    """``changes`` through NOTIFY payloads: more than one, each under PostgreSQL's 8,000-byte
+    limit, naming ``origin``, with every change in order."""
+    payloads = encode_changes(origin, changes)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    assert {decode_changes(p)[0] for p in payloads} == {origin}
+    decoded = [c for p in payloads for c in decode_changes(p)[1]]
+    assert [c.tracking_id for c in decoded] == [c.tracking_id for c in changes]
+    return decoded
+
+
 def test_notification_payloads_stay_under_the_limit() -> None:
     changes = [
         StateChange(
@@ -109,11 +121,7 @@ def test_notification_payloads_stay_under_the_limit() -> None:
         )
         for i in range(300)
     ]
-    payloads = encode_changes("origin", changes)
-    assert len(payloads) > 1
-    assert all(len(p.encode()) < 8000 for p in payloads)
-    decoded = [c for p in payloads for c in decode_changes(p)[1]]
-    assert [c.tracking_id for c in decoded] == [c.tracking_id for c in changes]
+    decoded = round_trip("origin", changes)
     assert decoded[1] == changes[1]
     assert decoded[0].reason == "x" * 1000
 
@@ -140,12 +148,7 @@ def test_payloads_count_bytes_not_characters_whatever_the_encoder(
         )
         for i in range(200)
     ]
-    payloads = encode_changes("örigin", changes)
-    assert len(payloads) > 1
-    assert all(len(p.encode()) < 8000 for p in payloads)
-    assert {decode_changes(p)[0] for p in payloads} == {"örigin"}
-    decoded = [c for p in payloads for c in decode_changes(p)[1]]
-    assert [c.tracking_id for c in decoded] == [c.tracking_id for c in changes]
+    decoded = round_trip("örigin", changes)
     for got, sent in zip(decoded, changes, strict=True):
         assert sent.reason is not None and got.reason is not None
         if len(sent.reason) <= 40:

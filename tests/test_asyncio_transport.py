@@ -8,10 +8,7 @@ closed connections and silence are what a real server would send.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
-import socket
-import threading
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -19,7 +16,7 @@ import pytest
 import respx
 
 from unimailtrack._asyncio_http import AsyncioTransport
-from unimailtrack._http import HttpxAsyncTransport, HttpxTransport, read_request
+from unimailtrack._http import read_request
 from unimailtrack.adapters.sendgrid import SendGridAdapter
 from unimailtrack.errors import ConfigurationError, ProviderUnavailable
 
@@ -346,41 +343,6 @@ def test_a_header_that_would_split_the_request_is_refused_before_anything_is_sen
         assert b"X-Injected" not in server.requests[0]
 
     run(test)
-
-
-def test_the_httpx_transports_refuse_the_same_header_as_a_configuration_error() -> None:
-    """Through httpx (the sync Mailer's transport), h11 refuses the header: the same error."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[bytes] = []
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            connection, _ = listener.accept()
-            with connection:
-                connection.settimeout(2)
-                with contextlib.suppress(OSError):
-                    accepted.append(connection.recv(65536))
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    request = post(base)
-    request.headers["Authorization"] = "Bearer key\nX-Injected: 1"
-    transport = HttpxTransport(httpx.Client())
-    with pytest.raises(ConfigurationError):
-        transport.send(request)
-    transport.close()
-
-    async def through_async_httpx() -> None:
-        through = HttpxAsyncTransport(httpx.AsyncClient())
-        with pytest.raises(ConfigurationError):
-            await through.send(request)
-        await through.aclose()
-
-    run(through_async_httpx)
-    listener.close()
-    thread.join(timeout=5)
-    assert all(b"X-Injected" not in data for data in accepted)
 
 
 def test_an_answer_dripped_a_byte_at_a_time_is_cut_off_by_the_timeout() -> None:

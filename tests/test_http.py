@@ -10,7 +10,8 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from unimailtrack import ProviderUnavailable, RateLimited, SendError
+from unimailtrack import ConfigurationError, ProviderUnavailable, RateLimited, SendError
+from unimailtrack._asyncio_http import AsyncioTransport
 from unimailtrack._http import (
     AiohttpTransport,
     HttpxAsyncTransport,
@@ -283,3 +284,46 @@ def test_the_installed_httpx_lets_a_read_body_be_given_to_requests_and_responses
     # When a future httpx keeps its body elsewhere, read_request and read_response fall back
     # to its public ways and this says so.
     assert _presets_body()
+
+
+def _send_through(kind: str, request: httpx.Request) -> None:
+    if kind == "httpx":
+        transport = HttpxTransport(httpx.Client())
+        try:
+            transport.send(request)
+        finally:
+            transport.close()
+        return
+
+    async def run() -> None:
+        through: AsyncioTransport | HttpxAsyncTransport | AiohttpTransport = (
+            AsyncioTransport()
+            if kind == "default"
+            else AiohttpTransport()
+            if kind == "aiohttp"
+            else HttpxAsyncTransport(httpx.AsyncClient())
+        )
+        try:
+            await through.send(request)
+        finally:
+            await through.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("kind", ["default", "httpx", "httpx-async", "aiohttp"])
+def test_a_header_that_could_split_the_request_is_a_configuration_error_on_every_transport(
+    kind: str, recorder: str
+) -> None:
+    """An API key read with its line break (or a header built from input) would end the
+    request early and add one of its own: every transport refuses to send it, with the same
+    typed error, which the mailer does not retry."""
+    request = httpx.Request(
+        "POST",
+        f"{recorder}/v3/mail/send",
+        headers={"Authorization": "Bearer key\r\nX-Injected: 1"},
+        content=b"{}",
+    )
+    with pytest.raises(ConfigurationError, match="cannot be sent"):
+        _send_through(kind, request)
+    assert not any("X-Injected" in headers for _, headers, _ in _Recorder.received)

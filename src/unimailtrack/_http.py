@@ -258,6 +258,8 @@ class AiohttpTransport:
                 resp.release()
         except (TimeoutError, self._aiohttp.ClientError) as exc:
             raise _unavailable(None, exc) from exc
+        except ValueError as exc:  # aiohttp refuses a header that could split the request
+            raise unwritable(exc) from exc
         return read_response(
             resp.status,
             [

@@ -65,6 +65,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/parse.py
 	$(BENCH_VENV)/bin/python bench/verify.py
 	$(BENCH_VENV)/bin/python bench/send.py
+	$(BENCH_VENV)/bin/python bench/http1.py
 	$(BENCH_VENV)/bin/python bench/webhook.py
 	$(BENCH_VENV)/bin/python bench/ingest.py
 	$(BENCH_VENV)/bin/python bench/mailgun_refusal.py

@@ -3,9 +3,9 @@
 Only the client's half, and only what a provider's API needs: one request at a time on a
 connection, its whole body in memory, the whole response read before it is returned. Written
 here rather than taken from h11 because h11, pure Python and general, costs about 50 us an
-exchange, a third of an async send's CPU with many sends in flight; this costs a tenth of it.
-The rules it follows are h11's where h11 has one (the tests run both on the same bytes), and
-stricter where a response could be read two ways:
+exchange, a third of an async send's CPU with many sends in flight; this costs a fifth of
+that (``bench/http1.py``). The rules it follows are h11's where h11 has one (the tests run
+both on the same bytes), and stricter where a response could be read two ways:
 
 - Field names are tokens and field values visible characters, spaces and tabs; anything
   else (a CR or NUL in a value, a space before the colon) refuses the response, as it refuses

@@ -757,7 +757,7 @@ def _add_partitions(sub: argparse._SubParsersAction[Any]) -> None:
         "monthly partitions) into one partition a month, so that retention drops its months "
         "one by one: copied in batches that each commit with their progress (run it again to "
         "resume), then swapped in by one short transaction. A dry run that counts the rows of "
-        "each month unless --apply. See docs/scale.md.",
+        "each month unless --apply; --abandon gives up a split under way. See docs/scale.md.",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     split = actions.add_parser(
@@ -773,7 +773,13 @@ def _add_partitions(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="stop after N copy transactions (default: copy everything, then swap)",
     )
-    split.add_argument("--apply", action="store_true", help="move the rows; without it, count")
+    doing = split.add_mutually_exclusive_group()
+    doing.add_argument("--apply", action="store_true", help="move the rows; without it, count")
+    doing.add_argument(
+        "--abandon",
+        action="store_true",
+        help="give up a split under way: drop its copy and its trigger, leave events_legacy",
+    )
     _store_option(split)
     _json_option(split)
     split.set_defaults(run=partitions)
@@ -785,13 +791,19 @@ def partitions(args: argparse.Namespace) -> int:
     from unimailtrack.tracking._partitions import as_rows
 
     with _open_tracker(args) as tracker:
-        report = tracker.split_legacy(
-            batch=args.batch, apply=args.apply, max_batches=args.max_batches
+        report = (
+            tracker.abandon_split()
+            if args.abandon
+            else tracker.split_legacy(
+                batch=args.batch, apply=args.apply, max_batches=args.max_batches
+            )
         )
     if args.json:
         _emit_json(asdict(report))
     else:
         print(_table(["", "split-legacy"], as_rows(report)))
+        if args.abandon:
+            return Exit.OK  # the note says what was given up
         if not report.applied:
             print("(a dry run: nothing was moved; add --apply)")
         elif not report.finished:

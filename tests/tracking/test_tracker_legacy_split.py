@@ -366,7 +366,9 @@ def test_an_empty_events_legacy_is_dropped(pg_url: str) -> None:
 def test_sqlite_has_nothing_to_split(tmp_path: Any) -> None:
     with Tracker.open(f"sqlite:///{tmp_path / 't.sqlite3'}") as tracker:
         report = tracker.split_legacy(apply=True)
+        abandoned = tracker.abandon_split()
     assert report.finished and report.months == () and "SQLite" in report.note
+    assert abandoned.note == "nothing to abandon: SQLite keeps one table"
 
 
 def _close_legacy_month(url: str) -> None:
@@ -408,3 +410,74 @@ def test_the_split_command_counts_then_moves(pg_url: str, capsys: Any) -> None:
     assert "events_legacy" not in _partitions(pg_url)
     assert {partition_name(start) for start in PAST} <= set(_partitions(pg_url))
     assert _numbers(pg_url) == (3 * PER_MONTH, 3 * PER_MONTH)
+
+
+def _split_objects(url: str) -> dict[str, bool]:
+    """Which of what a split sets up is in the schema."""
+    [row] = _sql(
+        url,
+        "SELECT to_regclass('events_split') IS NOT NULL, to_regclass('legacy_split') IS NOT NULL, "
+        "to_regclass('legacy_split_touched') IS NOT NULL, "
+        "EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'legacy_split_touch' "
+        "AND tgrelid = to_regclass('events_legacy')), "
+        "to_regprocedure('legacy_split_touch()') IS NOT NULL",
+    )
+    return dict(zip(("staging", "progress", "touched", "trigger", "function"), row, strict=True))
+
+
+def test_an_abandoned_split_leaves_events_legacy_as_it_was_and_can_begin_again(
+    pg_url: str,
+) -> None:
+    _populate(pg_url)
+    before = _numbers(pg_url)
+    with Tracker.open(pg_url, clock=_at(AFTER)) as tracker:
+        timelines = _timelines(tracker)
+        assert tracker.abandon_split().note == "nothing to abandon: no split under way"
+        begun = tracker.split_legacy(apply=True, batch=40, max_batches=1)
+        assert 0 < begun.blocks_done < begun.blocks_total
+        assert all(_split_objects(pg_url).values())
+
+        given_up = tracker.abandon_split()
+        assert (given_up.applied, given_up.finished) == (True, False)
+        assert (given_up.blocks_done, given_up.blocks_total) == (
+            begun.blocks_done,
+            begun.blocks_total,
+        )
+        assert _months(given_up) == EXPECTED_MONTHS
+        assert "abandoned after" in given_up.note
+        assert not any(_split_objects(pg_url).values())
+        assert "events_legacy" in _partitions(pg_url)
+        assert _numbers(pg_url) == before and _timelines(tracker) == timelines
+        assert tracker.abandon_split().note == "nothing to abandon: no split under way"
+
+    # A write to events_legacy goes on as before: no trigger asks for the dropped table.
+    with Tracker.open(pg_url, clock=_at(PAST[1] + timedelta(days=9))) as late:
+        assert late.ingest([_waiting("after-abandon", PAST[1] + timedelta(days=9))]).new == 1
+    [(legacy,)] = _sql(pg_url, "SELECT COUNT(*) FROM events_legacy")
+    assert legacy == before[0] + 1
+
+    with Tracker.open(pg_url, clock=_at(AFTER)) as tracker:
+        again = tracker.split_legacy(apply=True, batch=40)
+        assert again.finished and again.blocks_done == again.blocks_total
+        assert "events_legacy" not in _partitions(pg_url)
+        assert _numbers(pg_url) == (before[0] + 1, before[1] + 1)
+        assert _timelines(tracker) == timelines
+
+
+def test_the_split_command_abandons(pg_url: str, capsys: Any) -> None:
+    from unimailtrack.cli import main
+
+    _populate(pg_url)
+    _close_legacy_month(pg_url)
+    command = ["partitions", "split-legacy", "--store", pg_url, "--batch", "20"]
+    assert main([*command, "--apply", "--max-batches", "1"]) == 0
+    capsys.readouterr()
+    assert main([*command, "--abandon", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["applied"] and not report["finished"]
+    assert report["note"].startswith("abandoned after")
+    assert not any(_split_objects(pg_url).values())
+    assert main([*command, "--abandon"]) == 0
+    assert "nothing to abandon" in capsys.readouterr().out
+    assert main([*command, "--apply", "--abandon"]) == 2
+    assert "not allowed with argument --apply" in capsys.readouterr().err

@@ -671,6 +671,19 @@ def _abandon() -> Program[None]:
         yield from _drop_split()
 
 
+def _undo() -> Program[tuple[int, int]]:
+    """Undo a split under way: the trigger off events_legacy, the staging and the progress
+    dropped; events_legacy itself was never changed. The blocks that had been copied, of how
+    many."""
+    yield _SPLIT_LOCK
+    state = yield from _state()
+    done = (state.next_block, state.blocks) if state.begun else (0, state.blocks)
+    if state.upper is not None:
+        yield Query(f"DROP TRIGGER IF EXISTS legacy_split_touch ON {_LEGACY}")
+    yield from _drop_split()
+    return done
+
+
 def _blocks_per_batch(batch: int, state: _Split, rows: int) -> int:
     """Blocks holding about ``batch`` rows: the planner's rows per block (``reltuples`` over
     ``relpages``), or the rows counted over the blocks when the table was never analysed."""
@@ -782,6 +795,26 @@ def split_legacy(
         months = run(_state, False).months
     _swap_when_locked(run, starts)
     return _report(months, total, total, True, True)
+
+
+def abandon_split(dialect: str, run: Runner) -> SplitReport:
+    """Give up a split under way (``split_legacy(apply=True)`` begun but not swapped in):
+    events_legacy stays as it is, the copy made so far is dropped, and so is the trigger that
+    recorded every write to events_legacy for it. A later ``split_legacy`` starts afresh."""
+    if dialect != "postgresql":
+        return SplitReport((), 0, 0, 0, True, False, "nothing to abandon: SQLite keeps one table")
+    state: _Split = run(_state, False)
+    if not (state.begun or state.staged):
+        return SplitReport((), 0, 0, 0, True, False, "nothing to abandon: no split under way")
+    done, total = run(_undo, True)
+    return _report(
+        state.months,
+        done,
+        total,
+        True,
+        False,
+        f"abandoned after {done} of {total} blocks; events_legacy is as it was",
+    )
 
 
 def _split_rows(report: SplitReport) -> Sequence[tuple[str, Any]]:

@@ -1261,6 +1261,15 @@ class Tracker:
             max_batches=max_batches,
         )
 
+    def abandon_split(self) -> SplitReport:
+        """Give up a ``split_legacy`` under way, before it is swapped in: the copy made so
+        far and the trigger that records writes to ``events_legacy`` for it are dropped, and
+        ``events_legacy`` is left as it always was (the split never changes it). A later
+        ``split_legacy(apply=True)`` starts again from the first block."""
+        from unimailtrack.tracking import _partitions
+
+        return _partitions.abandon_split(self._store.dialect.name, self._run_program)
+
     def ping_writable(self) -> None:
         """Raise ``StoreError`` unless the store can begin a write transaction now (it
         writes nothing): how a worker tells a store that is down from a batch it refuses."""

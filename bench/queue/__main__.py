@@ -27,9 +27,18 @@ are made on the server with one ``INSERT ... SELECT generate_series`` in a throw
 (then vacuumed and analysed, as a table that has held its rows a while), dropped at the end.
 Target: the rate falls by no more than a fifth.
 
+Part 4, the legacy split. A store as a migrated one is a month later: ``events_legacy`` holding
+2 million events received over the three months before this one (made on the server as in
+part 3) and closed at the start of this month. ``split_legacy(apply=True)`` moves them into
+monthly partitions while a thread goes on ingesting 1,000-event batches into this month's
+partition, as the store in use would; the figures are the split's seconds and rows/s, and the
+ingest rate while it runs beside the rate without it, measured just before in the same store
+(the ratio within each round). Each round a fresh store; every event is counted afterwards.
+
 Run with ``.venv/bin/python bench/queue`` (``--quick``: fewer bodies, 1 million rows in
-part 3; ``--part N`` runs one part). PostgreSQL: ``UNIMAILTRACK_BENCH_POSTGRES_URL`` or the
-test server; Redis: ``UNIMAILTRACK_BENCH_REDIS_URL`` or 127.0.0.1:6379.
+part 3 and 200,000 in part 4; ``--part N`` runs one part). PostgreSQL:
+``UNIMAILTRACK_BENCH_POSTGRES_URL`` or the test server; Redis: ``UNIMAILTRACK_BENCH_REDIS_URL``
+or 127.0.0.1:6379.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import secrets
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -333,8 +343,8 @@ INSERT INTO events_legacy (event_id, provider, type, provider_event, recipient, 
 SELECT 'fill-' || g, 'sendgrid', 'delivered', 'delivered',
     'u' || mod(g, 2000000) || '@example.com', 'u' || mod(g, 2000000) || '@example.com',
     'example.com', 'm' || mod(g, 2000000), 'm' || mod(g, 2000000),
-    md5(mod(g, 2000000)::text), %(now)s::bigint - g::bigint * 700000, 4, '{}',
-    %(now)s::bigint - g::bigint * 700000
+    md5(mod(g, 2000000)::text), %(now)s::bigint - g::bigint * %(step)s, 4, '{}',
+    %(now)s::bigint - g::bigint * %(step)s
 FROM generate_series(1, %(rows)s) AS g
 """
 
@@ -355,7 +365,7 @@ def part3(rounds: int, rows: int, count: int) -> None:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(full)))
             conn.execute("SET statement_timeout = 0")
-            conn.execute(_FILL, {"now": now_us, "rows": rows})
+            conn.execute(_FILL, {"now": now_us, "rows": rows, "step": 700_000})
             conn.execute(
                 "INSERT INTO event_ids SELECT event_id, received_at_us FROM events "
                 "WHERE received_at_us > %s",
@@ -396,6 +406,91 @@ def part3(rounds: int, rows: int, count: int) -> None:
     )
 
 
+# --------------------------------------------------------------------------- part 4
+
+
+def _legacy_store(schema: str, rows: int) -> str:
+    """A store as a migrated one is once the month after its migration has begun:
+    ``events_legacy`` holding ``rows`` events received over the three months before this one,
+    closed at the start of this month, which has a partition of its own."""
+    url = _url(schema)
+    Tracker.open(url).close()
+    bound = int(
+        datetime.now(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+        * 1_000_000
+    )
+    step = 90 * 86400 * 1_000_000 // rows
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
+        conn.execute("SET statement_timeout = 0")
+        conn.execute(_FILL, {"now": bound - 1, "rows": rows, "step": step})
+        conn.execute("ALTER TABLE events DETACH PARTITION events_legacy")
+        conn.execute(
+            "ALTER TABLE events ATTACH PARTITION events_legacy "
+            f"FOR VALUES FROM (MINVALUE) TO ({bound})"
+        )
+        conn.execute("VACUUM (ANALYZE)")
+    Tracker.open(url).close()  # this month's partition
+    return url
+
+
+def _split_round(rows: int, count: int) -> tuple[float, float, float]:
+    """One round in a fresh store: seconds the split takes, and the ingest rate without it
+    and beside it (the median over the batches stored while it ran)."""
+    with throwaway_schema() as schema, Tracker.open(_legacy_store(schema, rows)) as tracker:
+        ingest_rate(tracker, [parse_webhook("sendgrid", b) for b in bodies(2)])
+        alone = ingest_rate(tracker, [parse_webhook("sendgrid", b) for b in bodies(count)])
+        beside = [parse_webhook("sendgrid", b) for b in bodies(count)]
+        during: list[float] = []
+        done = threading.Event()
+
+        def ingest_meanwhile() -> None:
+            for events in beside:
+                if done.is_set():
+                    return
+                during.append(ingest_rate(tracker, [events]))
+
+        started = time.perf_counter()
+        ingester = threading.Thread(target=ingest_meanwhile)
+        ingester.start()
+        report = tracker.split_legacy(apply=True)
+        elapsed = time.perf_counter() - started
+        done.set()
+        ingester.join()
+        if not report.finished or report.rows_total != rows:
+            raise RuntimeError(f"the split did not finish: {report}")
+        if not during:
+            raise RuntimeError("no batch was ingested while the split ran")
+        if tracker.count_events() != rows + EVENTS_PER_BODY * (2 + count + len(during)):
+            raise RuntimeError("events went missing across the split")
+        return elapsed, alone, statistics.median(during)
+
+
+def part4(rounds: int, rows: int, count: int) -> None:
+    """How long ``split_legacy`` takes over ``rows`` events, and what ingestion (into this
+    month's partition, the store in use) keeps of its rate while the split runs."""
+    seconds: list[float] = []
+    rates: dict[str, list[float]] = {"without a split": [], "while splitting": []}
+    for _ in range(rounds):
+        elapsed, alone, during = _split_round(rows, count)
+        seconds.append(elapsed)
+        rates["without a split"].append(alone)
+        rates["while splitting"].append(during)
+    print(
+        f"\nPart 4: split_legacy over {rows:,} events in events_legacy (three months), "
+        f"{rounds} rounds (min / median / max)"
+    )
+    print(f"  seconds             {spread(seconds)}")
+    print(f"  rows/s              {spread([rows / s for s in seconds])}")
+    print(
+        "  ingest, 1,000-event batches into this month's partition, events/s, and the ratio "
+        "within each round"
+    )
+    for label, found in rates.items():
+        ratios = _within(rates, label, "without a split")
+        print(f"  {label:<20} {spread(found)}   {_spread_ratio(ratios)} without")
+
+
 def _within(rates: dict[str, list[float]], label: str, reference: str) -> list[float]:
     """``label``'s rate over ``reference``'s, round by round."""
     return [ours / theirs for ours, theirs in zip(rates[label], rates[reference], strict=True)]
@@ -412,7 +507,7 @@ def _target(name: str, ratios: Sequence[float], threshold: float) -> Target:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--part", type=int, choices=[1, 2, 3])
+    parser.add_argument("--part", type=int, choices=[1, 2, 3, 4])
     args = parser.parse_args()
     rounds = 3
     if args.part in (None, 1):
@@ -421,6 +516,8 @@ def main() -> None:
         part2(rounds, 20 if args.quick else 60)
     if args.part in (None, 3):
         part3(rounds, 1_000_000 if args.quick else 10_000_000, 10 if args.quick else 20)
+    if args.part in (None, 4):
+        part4(rounds, 200_000 if args.quick else 2_000_000, 10 if args.quick else 20)
 
 
 if __name__ == "__main__":

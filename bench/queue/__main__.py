@@ -319,9 +319,7 @@ def part2(rounds: int, count: int) -> None:
         f"{rounds} rounds, events/s (min / median / max) and the ratio to the COPY within "
         "each round (min / median / max)"
     )
-    for label, found in rates.items():
-        ratios = _within(rates, label, "bare psycopg COPY")
-        print(f"  {label:<20} {spread(found)}   {_spread_ratio(ratios)} COPY")
+    _print_rates(rates, "bare psycopg COPY", "COPY")
     record_targets(
         "queue_drain",
         [
@@ -349,6 +347,15 @@ FROM generate_series(1, %(rows)s) AS g
 """
 
 
+@contextmanager
+def _session(schema: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection of its own in ``schema``, with no statement timeout, for the fills."""
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
+        conn.execute("SET statement_timeout = 0")
+        yield conn
+
+
 def ingest_rate(tracker: Tracker, batches: list[list[object]]) -> float:
     started = time.perf_counter()
     for events in batches:
@@ -362,9 +369,7 @@ def part3(rounds: int, rows: int, count: int) -> None:
         Tracker.open(_url(full)).close()
         Tracker.open(_url(empty)).close()
         started = time.perf_counter()
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(full)))
-            conn.execute("SET statement_timeout = 0")
+        with _session(full) as conn:
             conn.execute(_FILL, {"now": now_us, "rows": rows, "step": 700_000})
             conn.execute(
                 "INSERT INTO event_ids SELECT event_id, received_at_us FROM events "
@@ -391,9 +396,7 @@ def part3(rounds: int, rows: int, count: int) -> None:
         f"{rounds} rounds (the order alternating), events/s (min / median / max) and the "
         "ratio to the empty table within each round"
     )
-    for label, found in rates.items():
-        ratios = _within(rates, label, "empty events table")
-        print(f"  {label:<20} {spread(found)}   {_spread_ratio(ratios)} empty")
+    _print_rates(rates, "empty events table", "empty")
     record_targets(
         "queue_partitions",
         [
@@ -420,9 +423,7 @@ def _legacy_store(schema: str, rows: int) -> str:
         * 1_000_000
     )
     step = 90 * 86400 * 1_000_000 // rows
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
-        conn.execute("SET statement_timeout = 0")
+    with _session(schema) as conn:
         conn.execute(_FILL, {"now": bound - 1, "rows": rows, "step": step})
         conn.execute("ALTER TABLE events DETACH PARTITION events_legacy")
         conn.execute(
@@ -486,9 +487,14 @@ def part4(rounds: int, rows: int, count: int) -> None:
         "  ingest, 1,000-event batches into this month's partition, events/s, and the ratio "
         "within each round"
     )
+    _print_rates(rates, "without a split", "without")
+
+
+def _print_rates(rates: dict[str, list[float]], reference: str, short: str) -> None:
+    """Each row's rates and its ratio to ``reference`` within each round (min / median / max)."""
     for label, found in rates.items():
-        ratios = _within(rates, label, "without a split")
-        print(f"  {label:<20} {spread(found)}   {_spread_ratio(ratios)} without")
+        ratios = _within(rates, label, reference)
+        print(f"  {label:<20} {spread(found)}   {_spread_ratio(ratios)} {short}")
 
 
 def _within(rates: dict[str, list[float]], label: str, reference: str) -> list[float]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,8 +28,9 @@ Answer = Callable[[int], bytes]
 
 
 class Server:
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, *, tls: ssl.SSLContext | None = None) -> None:
         self.answer = answer
+        self.tls = tls
         self.requests: list[bytes] = []
         self.connections = 0
         self.open = 0
@@ -64,9 +68,9 @@ class Server:
             writer.close()
 
     async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=self.tls)
         port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"https://localhost:{port}" if self.tls else f"http://127.0.0.1:{port}"
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
@@ -375,3 +379,72 @@ def test_an_answer_dripped_a_byte_at_a_time_is_cut_off_by_the_timeout() -> None:
 
     run(test)
     assert 0 < max(sent) < len(answer)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a self-signed certificate for localhost, and the certificate's
+    file, which a client trusts through SSL_CERT_FILE."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, cert_file
+
+
+def test_over_tls_requests_share_a_connection_and_read_chunked_and_closing_answers(
+    server_tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every provider is reached over TLS: the same reading of each answer through the TLS
+    transport, whose end of a body that runs to the close is a close_notify."""
+    context, cert_file = server_tls
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    closing = b"HTTP/1.1 200 OK\r\n\r\nto the end<cut>"
+    server = Server(lambda n: ok() if n == 1 else chunked if n == 2 else closing, tls=context)
+    found = answers(server, 4)
+    closed = b"to the end<cut>"
+    assert [r.content for r in found] == [b'{"ok": true}', b"{}", closed, closed]
+    assert server.connections == 2  # the third answer ran to the close: the fourth reconnected
+    assert server.requests[0].startswith(b"POST /v3/mail/send HTTP/1.1\r\n")
+
+
+def test_a_certificate_not_trusted_is_provider_unavailable_and_nothing_is_sent(
+    server_tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    server = Server(lambda n: ok(), tls=server_tls[0])
+    with pytest.raises(ProviderUnavailable):
+        answers(server, 1)
+    assert server.requests == []

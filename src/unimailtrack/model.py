@@ -561,6 +561,9 @@ def make_event(
     instead and turns it into an ``EmailEvent`` by class assignment (CPython allows it between
     classes of identical layout): the result is an ordinary frozen ``EmailEvent``. Like the
     constructor, it settles every field within the storable bounds (see ``EmailEvent``).
+
+    Parsers call it with all 18 arguments by position, in the order of the fields: passing
+    them by keyword costs about 0.7 µs an event, half as much again as the rest of the call.
     """
     event = _EventDraft(
         provider,

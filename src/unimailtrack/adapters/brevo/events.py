@@ -160,23 +160,24 @@ def map_event(item: Any, body: bytes | str, index: int) -> EmailEvent:
     )
     user_agent = item.get("user_agent")
     return make_event(
-        provider=PROVIDER,
-        type=event_type,
-        provider_event=name,
-        recipient=recipient,
-        event_id=event_id,
-        timestamp=timestamp,
-        message_id=message_id,
-        tracking_id=tracking_id,
-        reason=reason,
-        bounce=bounce if event_type is _BOUNCED or event_type is EventType.DEFERRED else None,
-        smtp_status=status,
-        url=url,
-        user_agent=user_agent if type(user_agent) is str and user_agent else None,
-        machine=term.machine if event_type is EventType.OPENED else None,
-        tags=labels,
-        metadata=metadata,
-        raw=item,
+        PROVIDER,
+        event_type,  # type
+        name,  # provider_event
+        recipient,
+        event_id,
+        timestamp,
+        message_id,
+        tracking_id,
+        reason,
+        bounce if event_type is _BOUNCED or event_type is EventType.DEFERRED else None,
+        status,  # smtp_status
+        None,  # attempt
+        url,
+        user_agent if type(user_agent) is str and user_agent else None,
+        term.machine if event_type is EventType.OPENED else None,  # machine
+        labels,  # tags
+        metadata,
+        item,  # raw
     )
 
 

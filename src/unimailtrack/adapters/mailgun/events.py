@@ -423,24 +423,24 @@ def event_from(data: dict[str, Any]) -> EmailEvent:
     metadata, tracking_id = _variables(get("user-variables"))
     message_id = _optional_text(headers.get("message-id"), _MESSAGE_ID_PATH)
     return make_event(
-        provider=PROVIDER,
-        type=event_type,
-        provider_event=name,
-        recipient=recipient,
-        event_id=event_id,
-        timestamp=timestamp,
-        message_id=bare_message_id(message_id) if message_id else None,
-        tracking_id=tracking_id,
-        reason=reason,
-        bounce=bounce,
-        smtp_status=smtp_status,
-        attempt=attempt,
-        url=url,
-        user_agent=user_agent,
-        machine=machine,
-        tags=_string_list(get("tags"), "event-data.tags"),
-        metadata=metadata,
-        raw=data,
+        PROVIDER,
+        event_type,  # type
+        name,  # provider_event
+        recipient,
+        event_id,
+        timestamp,
+        bare_message_id(message_id) if message_id else None,  # message_id
+        tracking_id,
+        reason,
+        bounce,
+        smtp_status,
+        attempt,
+        url,
+        user_agent,
+        machine,
+        _string_list(get("tags"), "event-data.tags"),  # tags
+        metadata,
+        data,  # raw
     )
 
 

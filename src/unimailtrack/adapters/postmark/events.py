@@ -211,22 +211,24 @@ def map_event(item: dict[str, Any], body: bytes | str) -> EmailEvent:
     else:
         event_id = event_digest(PROVIDER, body, recipient)
     return make_event(
-        provider=PROVIDER,
-        type=event_type,
-        provider_event=provider_event,
-        recipient=recipient,
-        event_id=event_id,
-        timestamp=timestamp,
-        message_id=message_id,
-        tracking_id=tracking_id,
-        reason=reason,
-        bounce=bounce if event_type is _BOUNCED or event_type is EventType.DEFERRED else None,
-        smtp_status=status,
-        url=url,
-        user_agent=user_agent,
-        tags=tags,
-        metadata=metadata,
-        raw=item,
+        PROVIDER,
+        event_type,  # type
+        provider_event,
+        recipient,
+        event_id,
+        timestamp,
+        message_id,
+        tracking_id,
+        reason,
+        bounce if event_type is _BOUNCED or event_type is EventType.DEFERRED else None,
+        status,  # smtp_status
+        None,  # attempt
+        url,
+        user_agent,
+        None,  # machine
+        tags,
+        metadata,
+        item,  # raw
     )
 
 

@@ -250,24 +250,26 @@ def map_event(item: dict[str, Any], body: bytes | str) -> list[EmailEvent]:
     for recipient in recipients:
         events.append(
             make_event(
-                provider=PROVIDER,
-                type=event_type,
-                provider_event=name,
-                recipient=recipient,
-                event_id=event_key(key + recipient)
+                PROVIDER,
+                event_type,  # type
+                name,  # provider_event
+                recipient,
+                event_key(key + recipient)
                 if key is not None
-                else event_digest(PROVIDER, name, body, recipient),
-                timestamp=timestamp,
-                message_id=message_id,
-                tracking_id=tracking_id,
-                reason=reason,
-                bounce=bounce,
-                smtp_status=status,
-                url=url,
-                user_agent=user_agent,
-                tags=tags,
-                metadata=metadata,
-                raw=item,
+                else event_digest(PROVIDER, name, body, recipient),  # event_id
+                timestamp,
+                message_id,
+                tracking_id,
+                reason,
+                bounce,
+                status,  # smtp_status
+                None,  # attempt
+                url,
+                user_agent,
+                None,  # machine
+                tags,
+                metadata,
+                item,  # raw
             )
         )
     return events

@@ -287,32 +287,30 @@ def map_event(item: Any, times: dict[int, datetime]) -> EmailEvent:
     user_agent = item.get("useragent")
     category = item.get("category")
     return make_event(
-        provider=PROVIDER,
-        type=event_type,
-        provider_event=name,
-        recipient=recipient,
-        event_id=event_id,
-        timestamp=timestamp,
-        message_id=message_id if message_id is None or type(message_id) is str else None,
-        tracking_id=tracking_id if tracking_id is None or type(tracking_id) is str else None,
-        reason=reason,
-        bounce=_bounce_kind(item) if event_type is _BOUNCED else None,
-        smtp_status=status if status is None or type(status) is str else _text(status),
-        attempt=attempt if attempt is None or type(attempt) is int else _whole_number(attempt),
-        url=url if url is None or type(url) is str else _text(url),
-        user_agent=user_agent
-        if user_agent is None or type(user_agent) is str
-        else _text(user_agent),
-        machine=_flag(item.get("sg_machine_open")) if event_type is _OPENED else None,
-        tags=[c if type(c) is str else _metadata_value(c) for c in category]
+        PROVIDER,
+        event_type,  # type
+        name,  # provider_event
+        recipient,
+        event_id,
+        timestamp,
+        message_id if message_id is None or type(message_id) is str else None,
+        tracking_id if tracking_id is None or type(tracking_id) is str else None,
+        reason,
+        _bounce_kind(item) if event_type is _BOUNCED else None,  # bounce
+        status if status is None or type(status) is str else _text(status),  # smtp_status
+        attempt if attempt is None or type(attempt) is int else _whole_number(attempt),
+        url if url is None or type(url) is str else _text(url),
+        user_agent if user_agent is None or type(user_agent) is str else _text(user_agent),
+        _flag(item.get("sg_machine_open")) if event_type is _OPENED else None,  # machine
+        [c if type(c) is str else _metadata_value(c) for c in category]  # tags
         if type(category) is list
         else _tags(category),
-        metadata={
+        {  # metadata
             k: v if type(v) is str else _metadata_value(v)
             for k, v in item.items()
             if k not in NOT_METADATA
         },
-        raw=item,
+        item,  # raw
     )
 
 

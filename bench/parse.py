@@ -16,6 +16,7 @@ Run with ``.venv-bench/bin/python bench/parse.py``.
 from __future__ import annotations
 
 import importlib
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -62,6 +63,12 @@ def main() -> None:
             f"parse takes {sorted(to_floor)[len(to_floor) // 2]:.2f}x the time of decoding "
             f"the same body alone ({floor.label})"
         )
+        least = next((r for r in rows if r.label.startswith("lower bound")), None)
+        if least is not None:
+            note += (
+                f"; {least.label}: {statistics.median(least.ratios):.2f}x "
+                f"[{min(least.ratios):.2f}..{max(least.ratios):.2f}] django-anymail"
+            )
         if JSON_LIBRARY == "stdlib json":
             wanted, what = 2.0, "both on stdlib json"
         else:

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 import fuzz_webhooks as F
 import webhook_kits
 from unimailtrack import DeliveryStatus, EmailEvent, EventType, StoreContentError, StoreError
-from unimailtrack._json import UntrustedJSONError, load_untrusted, nesting_exceeds
+from unimailtrack._json import UntrustedJSONError, load_untrusted, nesting_exceeds, openings
 from unimailtrack.lifecycle import fold
 from unimailtrack.model import ATTEMPT_MAX, ID_MAX_BYTES, REASON_MAX, make_event
 from unimailtrack.tracking import Tracker
@@ -601,3 +601,9 @@ def test_whatever_a_parser_passes_the_event_is_within_the_bounds(
     assert event.attempt is None or 0 <= event.attempt <= ATTEMPT_MAX
     assert len(event.tags) <= 100 and len(event.metadata) <= 256
     assert dataclasses.replace(event) == event  # settled: settling again changes nothing
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=300) | st.text(alphabet='[]{}"a\\', max_size=300).map(str.encode))
+def test_openings_counts_what_bytes_count_counts(data: bytes) -> None:
+    assert openings(data) == data.count(b"[") + data.count(b"{")

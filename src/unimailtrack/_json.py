@@ -117,7 +117,10 @@ def load_untrusted(
 ) -> Any:
     """Decode JSON a provider sent, within the bounds: ``UntrustedJSONError`` beyond them,
     the decoder's ``ValueError`` when it is not JSON. ``decode`` replaces the decoder."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if data.__class__ is bytes:  # the usual case: bytes(data) would cost a call to find out
+        raw = data
+    else:
+        raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
         raise UntrustedJSONError(f"the JSON text is larger than {max_bytes} bytes")
     if nesting_exceeds(raw, max_depth):

@@ -211,21 +211,42 @@ def _schema_only(url: str) -> None:
     Tracker.open(url).close()
 
 
-def _sqlite_reference(path: Path, data: Stream) -> Callable[[list[EmailEvent]], None]:
-    """A bare ``executemany`` of every column into the tracker's own ``events`` table, with
-    its indexes, the tracker's pragmas, one transaction per batch."""
-    _schema_only(f"sqlite:///{path}")
+_COPY = f"COPY events ({EVENT_COLUMNS}) FROM STDIN"
+_SQLITE_INSERT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 23)})"
+
+
+def _sqlite_connection(path: Path) -> sqlite3.Connection:
+    """A bare connection to ``path`` with the tracker's pragmas, closed after the round."""
     conn = sqlite3.connect(path, isolation_level=None)
     _closing.append(conn)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA cache_size = -32768")
-    insert = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 23)})"
+    return conn
+
+
+def _postgres_connection(url: str) -> Any:
+    """A bare psycopg connection in the schema of ``url``, closed after the round."""
+    import psycopg
+
+    from unimailtrack.tracking._postgres import parse_postgres_url
+
+    conninfo, options = parse_postgres_url(url)
+    conn = psycopg.connect(conninfo, options=f"-c search_path={options['schema']}")
+    _closing.append(conn)
+    return conn
+
+
+def _sqlite_reference(path: Path, data: Stream) -> Callable[[list[EmailEvent]], None]:
+    """A bare ``executemany`` of every column into the tracker's own ``events`` table, with
+    its indexes, the tracker's pragmas, one transaction per batch."""
+    _schema_only(f"sqlite:///{path}")
+    conn = _sqlite_connection(path)
 
     def store(events: list[EmailEvent]) -> None:
         rows = _reference_rows(events, RECEIVED_US)
         conn.execute("BEGIN")
-        conn.executemany(insert, rows)
+        conn.executemany(_SQLITE_INSERT, rows)
         conn.execute("COMMIT")
 
     return store
@@ -234,19 +255,12 @@ def _sqlite_reference(path: Path, data: Stream) -> Callable[[list[EmailEvent]], 
 def _postgres_reference(url: str) -> Callable[[list[EmailEvent]], None]:
     """A bare psycopg ``COPY`` of every column into the tracker's own ``events`` table (the
     same schema, types and indexes), one transaction per batch."""
-    import psycopg
-
-    from unimailtrack.tracking._postgres import parse_postgres_url
-
     _schema_only(url)
-    conninfo, options = parse_postgres_url(url)
-    conn = psycopg.connect(conninfo, options=f"-c search_path={options['schema']}")
-    _closing.append(conn)
-    copy = f"COPY events ({EVENT_COLUMNS}) FROM STDIN"
+    conn = _postgres_connection(url)
 
     def store(events: list[EmailEvent]) -> None:
         rows = _reference_rows(events, RECEIVED_US)
-        with conn.transaction(), conn.cursor() as cursor, cursor.copy(copy) as sink:
+        with conn.transaction(), conn.cursor() as cursor, cursor.copy(_COPY) as sink:
             for row in rows:
                 sink.write_row(row)
 
@@ -265,18 +279,13 @@ def _sqlite_bound(path: Path, data: Stream) -> Callable[[list[EmailEvent]], None
     tracker = Tracker.open(f"sqlite:///{path}")
     _record_sends(tracker, data)
     tracker.close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    _closing.append(conn)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -32768")
-    insert = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 23)})"
+    conn = _sqlite_connection(path)
     touch = "UPDATE messages SET updated_at_us = ? WHERE tracking_id = ?"
 
     def store(events: list[EmailEvent]) -> None:
         rows = _reference_rows(events, RECEIVED_US)
         conn.execute("BEGIN")
-        conn.executemany(insert, rows)
+        conn.executemany(_SQLITE_INSERT, rows)
         conn.executemany(touch, [(RECEIVED_US, t) for t in _states(events)])
         conn.execute("COMMIT")
 
@@ -288,17 +297,10 @@ def _postgres_bound(url: str, data: Stream) -> Callable[[list[EmailEvent]], None
     ``event_ids`` (uniqueness cannot live in the partitioned table, and the claim says which
     events are new), the reference's COPY, and one unindexed column of the state row of each
     send the batch is about (the sends recorded first, as for the tracker)."""
-    import psycopg
-
-    from unimailtrack.tracking._postgres import parse_postgres_url
-
     tracker = Tracker.open(url)
     _record_sends(tracker, data)
     tracker.close()
-    conninfo, options = parse_postgres_url(url)
-    conn = psycopg.connect(conninfo, options=f"-c search_path={options['schema']}")
-    _closing.append(conn)
-    copy = f"COPY events ({EVENT_COLUMNS}) FROM STDIN"
+    conn = _postgres_connection(url)
     claim = (
         "INSERT INTO event_ids (event_id, received_at_us) "
         "SELECT * FROM unnest(%b::text[], %b::int8[]) ON CONFLICT DO NOTHING RETURNING event_id"
@@ -313,7 +315,7 @@ def _postgres_bound(url: str, data: Stream) -> Callable[[list[EmailEvent]], None
         with conn.transaction(), conn.cursor() as cursor:
             cursor.execute(claim, ([r[0] for r in rows], [RECEIVED_US] * len(rows)))
             new = {found for (found,) in cursor.fetchall()}
-            with cursor.copy(copy) as sink:
+            with cursor.copy(_COPY) as sink:
                 for row in rows:
                     if row[0] in new:
                         sink.write_row(row)

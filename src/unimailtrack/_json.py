@@ -50,17 +50,40 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+# NaN and Infinity are not JSON (orjson refuses them too); stores refuse them later.
+_STDLIB = json.JSONDecoder(parse_constant=_refuse_constant)
+_scan: Callable[[str, int], tuple[Any, int]] = _STDLIB.scan_once  # type: ignore[attr-defined]
+_WHITESPACE = " \t\n\r"
+
+
+def stdlib_loads(data: bytes | str) -> Any:
+    """The standard library's decoder, as unimailtrack uses it without the fast extra.
+
+    A body that starts with a value and ends in nothing but JSON whitespace is scanned
+    straight away (``JSONDecoder.scan_once``, the C scanner); anything else goes through
+    ``JSONDecoder.decode``, which skips leading whitespace and raises its own error for what
+    is not JSON, so that both paths accept and refuse the same texts. The shortcut spares
+    ``decode``'s two whitespace matches and two calls, about 0.4 us a body: a tenth of
+    decoding a single-event webhook."""
+    if type(data) is bytes:
+        text = data.decode()
+    elif isinstance(data, str):
+        text = data
+    else:  # a bytearray, a memoryview, a subclass of bytes
+        text = bytes(data).decode()
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:  # no value at the very start: leading whitespace, or not JSON
+        return _STDLIB.decode(text)
+    if end != len(text) and text[end:].strip(_WHITESPACE):
+        return _STDLIB.decode(text)  # raises the decoder's "Extra data"
+    return value
+
+
 def _decoder() -> Callable[[bytes | str], Any]:
     try:
         from orjson import loads as orjson_loads
     except ImportError:  # pragma: no cover - exercised where the fast extra is absent
-        # NaN and Infinity are not JSON (orjson refuses them too); stores refuse them later.
-        decoder = json.JSONDecoder(parse_constant=_refuse_constant)
-
-        def stdlib_loads(data: bytes | str) -> Any:
-            text = data.decode() if isinstance(data, bytes | bytearray) else data
-            return decoder.decode(text)
-
         return stdlib_loads
     return orjson_loads
 
@@ -87,8 +110,11 @@ def nesting_exceeds(data: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether ``data`` (JSON text) nests arrays and objects deeper than ``limit``, or its
     brackets do not balance so that a decoder could not tell; strings are skipped, so a
     bracket inside one does not count."""
-    if openings(data) <= limit:  # too few to nest deeper, balanced or not
-        return False
+    return openings(data) > limit and _scan_exceeds(data, limit)
+
+
+def _scan_exceeds(data: bytes, limit: int) -> bool:
+    """``nesting_exceeds`` for a body with more brackets than ``limit``: the scan itself."""
     if b"\\" in data:  # an escaped quote would end a string early: remove escapes first
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     marks = data.translate(None, _DELETE)
@@ -123,7 +149,7 @@ def load_untrusted(
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
         raise UntrustedJSONError(f"the JSON text is larger than {max_bytes} bytes")
-    if nesting_exceeds(raw, max_depth):
+    if openings(raw) > max_depth and _scan_exceeds(raw, max_depth):  # nesting_exceeds, inline
         raise UntrustedJSONError(
             f"the JSON text nests deeper than {max_depth} levels, or its brackets do not balance"
         )

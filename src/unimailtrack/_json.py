@@ -110,11 +110,8 @@ def nesting_exceeds(data: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether ``data`` (JSON text) nests arrays and objects deeper than ``limit``, or its
     brackets do not balance so that a decoder could not tell; strings are skipped, so a
     bracket inside one does not count."""
-    return openings(data) > limit and _scan_exceeds(data, limit)
-
-
-def _scan_exceeds(data: bytes, limit: int) -> bool:
-    """``nesting_exceeds`` for a body with more brackets than ``limit``: the scan itself."""
+    if openings(data) <= limit:  # too few to nest deeper, balanced or not
+        return False
     if b"\\" in data:  # an escaped quote would end a string early: remove escapes first
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     marks = data.translate(None, _DELETE)
@@ -149,7 +146,7 @@ def load_untrusted(
         raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if len(raw) > max_bytes:
         raise UntrustedJSONError(f"the JSON text is larger than {max_bytes} bytes")
-    if openings(raw) > max_depth and _scan_exceeds(raw, max_depth):  # nesting_exceeds, inline
+    if nesting_exceeds(raw, max_depth):
         raise UntrustedJSONError(
             f"the JSON text nests deeper than {max_depth} levels, or its brackets do not balance"
         )

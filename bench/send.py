@@ -5,7 +5,9 @@ does (``202 Accepted`` with an ``X-Message-Id``) over keep-alive connections. 1,
 sends (one recipient each) go through the official SDK one after the other (the reference),
 through ``Mailer`` one after the other, through ``AsyncMailer`` on the default configuration
 (the httpx transport, no optional extra) at 1, 2, 10 and 50 in flight, and through
-``AsyncMailer`` with the aiohttp transport at 50 in flight. Then a 10,000-recipient bulk send
+``AsyncMailer`` with the aiohttp transport at 50 in flight, and, as the floor of that row, a
+bare ``aiohttp.ClientSession`` posting the same bodies (encoded beforehand) at 50 in flight.
+Then a 10,000-recipient bulk send
 shows how many requests it takes. The stub serves requests until nothing comes for a few
 seconds, so it also stops when the benchmark dies.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +48,7 @@ WARMUP = IN_FLIGHT
 BULK = 10_000
 API_KEY = "SG.bench.key"
 REFERENCE = "official sendgrid SDK, sequential"
+BARE_AIOHTTP = f"floor: bare aiohttp, {IN_FLIGHT} in flight, bodies encoded beforehand"
 
 # --------------------------------------------------------------------------- the stub
 
@@ -175,6 +179,45 @@ def timed_async(dsn: str, batch: list[Email], in_flight: int) -> float:
     return asyncio.run(main())
 
 
+def timed_bare_aiohttp(port: int, batch: list[Email], in_flight: int) -> float:
+    """Seconds for the same requests through a bare ``aiohttp.ClientSession``: each body
+    built by the library's own SendGrid mapping and encoded beforehand (not timed), posted with
+    the same headers, the answer's status and ``X-Message-Id`` read; ``in_flight`` workers on
+    one connection pool of ``in_flight`` connections. The floor of the aiohttp rows: what
+    aiohttp's own request path costs, with no mapping, no result and no error handling."""
+    import json
+
+    import aiohttp
+
+    from unimailtrack.adapters.sendgrid.send import mail_send_message
+
+    url = f"http://127.0.0.1:{port}/v3/mail/send"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    bodies = [json.dumps(mail_send_message(email)).encode() for email in batch]
+
+    async def post_all(session: aiohttp.ClientSession, items: list[bytes]) -> None:
+        pending = iter(items)
+
+        async def worker() -> None:
+            for body in pending:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 202 or not response.headers.get("X-Message-Id"):
+                        raise RuntimeError(f"the stub answered {response.status}")
+
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+
+    async def main() -> float:
+        connector = aiohttp.TCPConnector(limit=in_flight)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            await post_all(session, bodies[:WARMUP])
+            start = time.perf_counter()
+            await post_all(session, bodies)
+            return time.perf_counter() - start
+
+    return asyncio.run(main())
+
+
 def timed_sync(dsn: str, batch: list[Email]) -> float:
     with Mailer(dsn) as mailer:
         for email in batch[:WARMUP]:
@@ -240,6 +283,13 @@ def bulk_send(dsn: str) -> tuple[int, float]:
     return asyncio.run(main())
 
 
+def _ratio_note(row: Row) -> str:
+    return (
+        f"{row.label}: {statistics.median(row.ratios):.2f}x "
+        f"[{min(row.ratios):.2f}..{max(row.ratios):.2f}]"
+    )
+
+
 def _json_library() -> str:
     from unimailtrack.adapters.sendgrid import send
 
@@ -267,6 +317,7 @@ def main() -> None:
     contenders[aiohttp_row] = lambda: (
         SENDS / timed_async(f"{async_dsn}&transport=aiohttp", batch, IN_FLIGHT)
     )
+    contenders[BARE_AIOHTTP] = lambda: SENDS / timed_bare_aiohttp(port, batch, IN_FLIGHT)
     try:
         rows = rounds(contenders, reference=REFERENCE, count=count, unit="sends/s")
         requests, seconds = bulk_send(async_dsn)
@@ -295,6 +346,7 @@ def main() -> None:
             f"async send, aiohttp, {IN_FLIGHT} in flight / official SDK sequential",
             by_label[aiohttp_row],
             8.0,
+            note=_ratio_note(by_label[BARE_AIOHTTP]),
         ),
     ]
     for row in rows:

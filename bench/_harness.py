@@ -51,6 +51,10 @@ class Row:
     def ratio(self) -> float:
         return statistics.median(self.ratios)
 
+    def summary(self) -> str:
+        """``label: median x [min..max]`` of the ratios, for a target's note."""
+        return f"{self.label}: {self.ratio:.2f}x [{min(self.ratios):.2f}..{max(self.ratios):.2f}]"
+
 
 def seconds_per_call(fn: Callable[[], object], *, repeat: int = 3, min_time: float = 0.1) -> float:
     """Best-of-``repeat`` seconds one call of ``fn`` takes (auto-ranged to ``min_time``): one

@@ -80,10 +80,12 @@ BULK = 100
 ROUNDS = 5
 SINGLES = 1000
 BOUND = "lower bound: the reference + the least state write"
-REPLAY = "the tracker's own statements, replayed bare"
 """The row of what any store that keeps a state per send must at least do (``_sqlite_bound``,
 ``_postgres_bound``): a target above it cannot be met by a tracker, only by a store that keeps
 no state."""
+REPLAY = "the tracker's own statements, replayed bare"
+"""The row of what the tracker's statements cost without it (``_sqlite_replay``,
+``_postgres_replay``): a target above it cannot be met by tuning the tracker's Python."""
 CLOCK = time.process_time if "--cpu" in sys.argv else time.perf_counter
 """``--cpu`` times SQLite rows by this process's CPU time (steadier on a busy machine; not
 meaningful for PostgreSQL, whose work is in the server)."""
@@ -557,11 +559,7 @@ def ingestion(workdir: Path, count: int) -> list[Target]:
             ours_row, bound, replay = (
                 next(r for r in rows if r.label == label) for label in (ours, BOUND, REPLAY)
             )
-            note = "; ".join(
-                f"{row.label}: {statistics.median(row.ratios):.2f}x "
-                f"[{min(row.ratios):.2f}..{max(row.ratios):.2f}]"
-                for row in (bound, replay)
-            )
+            note = f"{bound.summary()}; {replay.summary()}"
             targets.append(target_from_row(f"{ours} / {reference}", ours_row, threshold, note=note))
 
     big = f"{BODIES} batches of {EVENTS_PER_BODY:,} events"

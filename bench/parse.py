@@ -16,7 +16,6 @@ Run with ``.venv-bench/bin/python bench/parse.py``.
 from __future__ import annotations
 
 import importlib
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -65,10 +64,7 @@ def main() -> None:
         )
         least = next((r for r in rows if r.label.startswith("lower bound")), None)
         if least is not None:
-            note += (
-                f"; {least.label}: {statistics.median(least.ratios):.2f}x "
-                f"[{min(least.ratios):.2f}..{max(least.ratios):.2f}] django-anymail"
-            )
+            note += f"; {least.summary()} django-anymail"
         if JSON_LIBRARY == "stdlib json":
             wanted, what = 2.0, "both on stdlib json"
         else:

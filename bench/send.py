@@ -7,9 +7,8 @@ through ``Mailer`` one after the other, through ``AsyncMailer`` on the default c
 (the httpx transport, no optional extra) at 1, 2, 10 and 50 in flight, and through
 ``AsyncMailer`` with the aiohttp transport at 50 in flight, and, as the floor of that row, a
 bare ``aiohttp.ClientSession`` posting the same bodies (encoded beforehand) at 50 in flight.
-Then a 10,000-recipient bulk send
-shows how many requests it takes. The stub serves requests until nothing comes for a few
-seconds, so it also stops when the benchmark dies.
+Then a 10,000-recipient bulk send shows how many requests it takes. The stub serves requests
+until nothing comes for a few seconds, so it also stops when the benchmark dies.
 
 Every row sends the same message to the same stub: the SDK's ``Mail`` carries the same sender
 and display name, the metadata as a custom arg and tracking explicitly off, as the library
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -283,13 +281,6 @@ def bulk_send(dsn: str) -> tuple[int, float]:
     return asyncio.run(main())
 
 
-def _ratio_note(row: Row) -> str:
-    return (
-        f"{row.label}: {statistics.median(row.ratios):.2f}x "
-        f"[{min(row.ratios):.2f}..{max(row.ratios):.2f}]"
-    )
-
-
 def _json_library() -> str:
     from unimailtrack.adapters.sendgrid import send
 
@@ -346,7 +337,7 @@ def main() -> None:
             f"async send, aiohttp, {IN_FLIGHT} in flight / official SDK sequential",
             by_label[aiohttp_row],
             8.0,
-            note=_ratio_note(by_label[BARE_AIOHTTP]),
+            note=by_label[BARE_AIOHTTP].summary(),
         ),
     ]
     for row in rows:

@@ -390,13 +390,17 @@ def _record_sqlite(path: Path, data: Stream, batches: list[list[EmailEvent]]) ->
     return log
 
 
-def _record_postgres(url: str, data: Stream, batches: list[list[EmailEvent]]) -> Replayed:
-    """The statements and COPYs the tracker sends to store ``batches`` (in an untimed run),
-    read where the PostgreSQL store hands each to its cursor."""
+def record_postgres(
+    url: str, data: Stream | None, batches: list[list[EmailEvent]], clock: Any = None
+) -> Replayed:
+    """The statements and COPYs the tracker sends to store ``batches`` (in an untimed run, the
+    sends of ``data`` recorded first), read where the PostgreSQL store hands each to its
+    cursor. ``clock`` is the tracker's (this benchmark's fixed time of receipt by default)."""
     from unimailtrack.tracking import _postgres
 
-    tracker = Tracker.open(url, clock=lambda: RECEIVED)
-    _record_sends(tracker, data)
+    tracker = Tracker.open(url, clock=clock or (lambda: RECEIVED))
+    if data is not None:
+        _record_sends(tracker, data)
     log: Replayed = []
     plain, events_step = _postgres.execute_step, _postgres._event_step
 
@@ -451,6 +455,20 @@ def _sqlite_replay(path: Path, data: Stream, log: Replayed) -> Callable[[list[Em
     return store
 
 
+def replay_postgres(conn: Any, statements: list[tuple[str, str, Any]]) -> None:
+    """One batch's recorded statements and COPYs, in one transaction on ``conn``."""
+    with conn.transaction(), conn.cursor() as cursor:
+        for kind, sql, values in statements:
+            if kind == "copy":
+                with cursor.copy(sql) as sink:
+                    for row in values:
+                        sink.write_row(row)
+            else:
+                cursor.execute(sql, values)
+                if cursor.description is not None:
+                    cursor.fetchall()
+
+
 def _postgres_replay(url: str, data: Stream, log: Replayed) -> Callable[[list[EmailEvent]], None]:
     """The tracker's statements and COPYs for each batch, in turn, by a bare psycopg
     connection, one transaction per batch, into a fresh schema with the same sends."""
@@ -461,16 +479,7 @@ def _postgres_replay(url: str, data: Stream, log: Replayed) -> Callable[[list[Em
     batches = iter(log)
 
     def store(events: list[EmailEvent]) -> None:
-        with conn.transaction(), conn.cursor() as cursor:
-            for kind, sql, values in next(batches):
-                if kind == "copy":
-                    with cursor.copy(sql) as sink:
-                        for row in values:
-                            sink.write_row(row)
-                else:
-                    cursor.execute(sql, values)
-                    if cursor.description is not None:
-                        cursor.fetchall()
+        replay_postgres(conn, next(batches))
 
     return store
 
@@ -590,8 +599,8 @@ def ingestion(workdir: Path, count: int) -> list[Target]:
     with contextlib.ExitStack() as stack:
         if _postgres_reachable():
             fresh = stack.enter_context(_postgres_schemas())
-            postgres_bodies = _record_postgres(fresh(), data, bodies)
-            postgres_singles = _record_postgres(fresh(), data, singles)
+            postgres_bodies = record_postgres(fresh(), data, bodies)
+            postgres_singles = record_postgres(fresh(), data, singles)
             compare(
                 f"PostgreSQL ingestion, {big}",
                 "tracker.ingest, PostgreSQL, 1,000-event batches",

@@ -10,15 +10,16 @@ measured in turns, round after round; min/median/max over the rounds.
 
 Part 2, draining. The same kind of batches, enqueued as envelopes to a Redis stream, drained
 into PostgreSQL by ``unimailtrack worker`` processes (1, and 2 on one consumer group; the
-three contenders in an order rotating round by round),
-beside the reference: a bare psycopg ``COPY``
+contenders in an order rotating round by round), beside the reference: a bare psycopg ``COPY``
 of the same event rows (already parsed and encoded, untimed) into a tracker's own ``events``
 table (made by its migrations: the same monthly partitions, types and indexes). The workers
 are started first and timed from the first envelope enqueued, once each has joined the
 consumer group, until the group has read and acknowledged every envelope (after the store
 committed), so interpreter start-up is not counted. Target: 2 workers at least half the rate
-of the bare COPY. Each round fresh schemas and a fresh stream; the rows interleave;
-min/median/max over the rounds.
+of the bare COPY. A fourth row is the floor the database sets: the statements the tracker
+sends for the workers' transactions (four envelopes each), recorded in an untimed run and
+replayed bare by two processes at once, each taking every other transaction. Each round fresh
+schemas and a fresh stream; the rows interleave; min/median/max over the rounds.
 
 Part 3, partitions. Ingestion through ``Tracker.ingest`` (pre-parsed batches of 1,000 events,
 one transaction each) into a partitioned events table already holding 10 million rows (and
@@ -52,6 +53,7 @@ import sys
 sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
+import multiprocessing
 import secrets
 import statistics
 import subprocess
@@ -68,6 +70,7 @@ import psycopg
 from psycopg import sql
 
 from _harness import Target, record_targets
+from ingest import Replayed, _postgres_connection, record_postgres, replay_postgres
 from parse_sendgrid import batch
 from unimailtrack import parse_webhook
 from unimailtrack.adapter_rules import REGISTERED
@@ -283,21 +286,69 @@ def copy_rate(schema: str, rows: list[tuple[object, ...]]) -> float:
         return len(rows) / (time.perf_counter() - started)
 
 
+WORKER_BATCH = 4
+"""Envelopes a worker stores in one transaction (``--batch``)."""
+REPLAYED = "2 bare replays"
+"""The floor row: the tracker's own statements replayed bare on 2 connections at once."""
+
+
+def replay_rate(schema: str, log: Replayed, connections: int, total: int) -> float:
+    """Events/s of the tracker's own statements for the workers' transactions (recorded in an
+    untimed run), replayed bare by ``connections`` processes at once into a fresh store, each
+    taking every ``connections``-th transaction, as workers on one consumer group take the
+    envelopes in turn: what the database alone makes of the workers' writes."""
+    Tracker.open(_url(schema)).close()
+    context = multiprocessing.get_context("fork")  # the log is shared, not pickled
+    go = context.Event()
+    processes = [
+        context.Process(target=_replay_share, args=(_url(schema), log[n::connections], go))
+        for n in range(connections)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(1.0)  # each has connected
+    started = time.perf_counter()
+    go.set()
+    for process in processes:
+        process.join()
+    elapsed = time.perf_counter() - started
+    if any(process.exitcode for process in processes):
+        raise RuntimeError("a replay failed")
+    return total / elapsed
+
+
+def _replay_share(url: str, share: Replayed, go: Any) -> None:
+    conn = _postgres_connection(url)
+    go.wait()
+    for statements in share:
+        replay_postgres(conn, statements)
+    conn.close()
+
+
 def part2(rounds: int, count: int) -> None:
     total = count * EVENTS_PER_BODY
     rates: dict[str, list[float]] = {}
     for number in range(rounds):
         payload = bodies(count)
         now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+        parsed = [parse_webhook("sendgrid", body) for body in payload]
         rows = [
-            row
-            for body in payload
-            for row in P.event_rows(parse_webhook("sendgrid", body), now_us, REGISTERED.message_key)
+            row for events in parsed for row in P.event_rows(events, now_us, REGISTERED.message_key)
         ]
+        transactions = [
+            [event for events in parsed[start : start + WORKER_BATCH] for event in events]
+            for start in range(0, len(parsed), WORKER_BATCH)
+        ]
+        with throwaway_schema() as schema:
+            log = record_postgres(_url(schema), None, transactions, clock=lambda: datetime.now(UTC))
 
         def copied(rows: list[tuple[object, ...]] = rows) -> float:
             with throwaway_schema() as schema:
                 return copy_rate(schema, rows)
+
+        def replayed(log: Replayed = log) -> float:
+            with throwaway_schema() as schema:
+                return replay_rate(schema, log, 2, total)
 
         def drained(workers: int, payload: list[bytes] = payload) -> float:
             queue_url = f"{REDIS_URL}?stream=bench-{secrets.token_hex(4)}"
@@ -310,6 +361,7 @@ def part2(rounds: int, count: int) -> None:
             ("bare psycopg COPY", copied),
             ("1 worker", lambda: drained(1)),
             ("2 workers", lambda: drained(2)),
+            (REPLAYED, replayed),
         ]
         shift = number % len(contenders)
         for label, run in contenders[shift:] + contenders[:shift]:  # rotating, round by round
@@ -327,6 +379,8 @@ def part2(rounds: int, count: int) -> None:
                 "2 workers draining Redis into PostgreSQL / bare COPY, same table and indexes",
                 _within(rates, "2 workers", "bare psycopg COPY"),
                 0.5,
+                note="the tracker's statements, replayed bare on 2 connections: "
+                + _spread_ratio(_within(rates, REPLAYED, "bare psycopg COPY")),
             )
         ],
     )
@@ -512,8 +566,8 @@ def _spread_ratio(ratios: Sequence[float]) -> str:
     return f"{min(ratios):.2f}x {statistics.median(ratios):.2f}x {max(ratios):.2f}x"
 
 
-def _target(name: str, ratios: Sequence[float], threshold: float) -> Target:
-    return Target(name, statistics.median(ratios), min(ratios), max(ratios), threshold)
+def _target(name: str, ratios: Sequence[float], threshold: float, note: str = "") -> Target:
+    return Target(name, statistics.median(ratios), min(ratios), max(ratios), threshold, note=note)
 
 
 def main() -> None:

@@ -347,7 +347,8 @@ def test_a_trickled_body_is_answered_408_and_hung_up_while_others_flow(
             while not stop.is_set() and time.monotonic() - started < 10:
                 try:
                     conn.sendall(b"[")
-                except OSError:
+                except OSError:  # the server hung up (EPIPE, ECONNRESET) before recv saw it
+                    closed_after.append(time.monotonic() - started)
                     break
                 try:
                     chunk = conn.recv(65536)

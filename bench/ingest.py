@@ -219,6 +219,14 @@ def _schema_only(url: str) -> None:
     Tracker.open(url).close()
 
 
+def _schema_with_sends(url: str, data: Stream) -> None:
+    """The tracker's schema at ``url`` with the sends of ``data`` recorded, as the tracker
+    contender starts, then let go."""
+    tracker = Tracker.open(url)
+    _record_sends(tracker, data)
+    tracker.close()
+
+
 _COPY = f"COPY events ({EVENT_COLUMNS}) FROM STDIN"
 _SQLITE_INSERT = f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 23)})"
 
@@ -284,9 +292,7 @@ def _sqlite_bound(path: Path, data: Stream) -> Callable[[list[EmailEvent]], None
     """The least a store that keeps each send's delivery state can write for a batch: the
     reference's insert, and one unindexed column of the state row of each send the batch is
     about (the sends recorded first, as for the tracker, so that the rows are there)."""
-    tracker = Tracker.open(f"sqlite:///{path}")
-    _record_sends(tracker, data)
-    tracker.close()
+    _schema_with_sends(f"sqlite:///{path}", data)
     conn = _sqlite_connection(path)
     touch = "UPDATE messages SET updated_at_us = ? WHERE tracking_id = ?"
 
@@ -305,9 +311,7 @@ def _postgres_bound(url: str, data: Stream) -> Callable[[list[EmailEvent]], None
     ``event_ids`` (uniqueness cannot live in the partitioned table, and the claim says which
     events are new), the reference's COPY, and one unindexed column of the state row of each
     send the batch is about (the sends recorded first, as for the tracker)."""
-    tracker = Tracker.open(url)
-    _record_sends(tracker, data)
-    tracker.close()
+    _schema_with_sends(url, data)
     conn = _postgres_connection(url)
     claim = (
         "INSERT INTO event_ids (event_id, received_at_us) "
@@ -391,7 +395,10 @@ def _record_sqlite(path: Path, data: Stream, batches: list[list[EmailEvent]]) ->
 
 
 def record_postgres(
-    url: str, data: Stream | None, batches: list[list[EmailEvent]], clock: Any = None
+    url: str,
+    data: Stream | None,
+    batches: list[list[EmailEvent]],
+    clock: Callable[[], datetime] | None = None,
 ) -> Replayed:
     """The statements and COPYs the tracker sends to store ``batches`` (in an untimed run, the
     sends of ``data`` recorded first), read where the PostgreSQL store hands each to its
@@ -440,9 +447,7 @@ def _sqlite_replay(path: Path, data: Stream, log: Replayed) -> Callable[[list[Em
     """The tracker's statements for each batch, in turn, by a bare connection with the
     tracker's pragmas, one ``BEGIN IMMEDIATE`` transaction per batch, into a fresh store with
     the same sends recorded."""
-    tracker = Tracker.open(f"sqlite:///{path}")
-    _record_sends(tracker, data)
-    tracker.close()
+    _schema_with_sends(f"sqlite:///{path}", data)
     conn = _sqlite_connection(path)
     batches = iter(log)
 
@@ -472,9 +477,7 @@ def replay_postgres(conn: Any, statements: list[tuple[str, str, Any]]) -> None:
 def _postgres_replay(url: str, data: Stream, log: Replayed) -> Callable[[list[EmailEvent]], None]:
     """The tracker's statements and COPYs for each batch, in turn, by a bare psycopg
     connection, one transaction per batch, into a fresh schema with the same sends."""
-    tracker = Tracker.open(url)
-    _record_sends(tracker, data)
-    tracker.close()
+    _schema_with_sends(url, data)
     conn = _postgres_connection(url)
     batches = iter(log)
 

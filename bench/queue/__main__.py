@@ -85,6 +85,8 @@ POSTGRES_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("UNIMAILTRACK_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 EVENTS_PER_BODY = 1000
+WORKER_BATCH = 4
+"""Envelopes a worker stores in one transaction (``--batch``)."""
 Request = tuple[bytes, dict[str, str]]
 _seeds = iter(range(10_000, 10_000_000))
 
@@ -223,7 +225,7 @@ def drain(workers: int, store: str, queue_url: str, payload: list[bytes], total:
         "--store",
         store,
         "--batch",
-        "4",
+        str(WORKER_BATCH),
         "--progress-every",
         "0.5",
     ]
@@ -286,8 +288,6 @@ def copy_rate(schema: str, rows: list[tuple[object, ...]]) -> float:
         return len(rows) / (time.perf_counter() - started)
 
 
-WORKER_BATCH = 4
-"""Envelopes a worker stores in one transaction (``--batch``)."""
 REPLAYED = "2 bare replays"
 """The floor row: the tracker's own statements replayed bare on 2 connections at once."""
 
@@ -299,16 +299,15 @@ def replay_rate(schema: str, log: Replayed, connections: int, total: int) -> flo
     envelopes in turn: what the database alone makes of the workers' writes."""
     Tracker.open(_url(schema)).close()
     context = multiprocessing.get_context("fork")  # the log is shared, not pickled
-    go = context.Event()
+    ready = context.Barrier(connections + 1)  # passed once every process has connected
     processes = [
-        context.Process(target=_replay_share, args=(_url(schema), log[n::connections], go))
+        context.Process(target=_replay_share, args=(_url(schema), log[n::connections], ready))
         for n in range(connections)
     ]
     for process in processes:
         process.start()
-    time.sleep(1.0)  # each has connected
+    ready.wait(timeout=60)
     started = time.perf_counter()
-    go.set()
     for process in processes:
         process.join()
     elapsed = time.perf_counter() - started
@@ -317,9 +316,9 @@ def replay_rate(schema: str, log: Replayed, connections: int, total: int) -> flo
     return total / elapsed
 
 
-def _replay_share(url: str, share: Replayed, go: Any) -> None:
+def _replay_share(url: str, share: Replayed, ready: Any) -> None:
     conn = _postgres_connection(url)
-    go.wait()
+    ready.wait(timeout=60)
     for statements in share:
         replay_postgres(conn, statements)
     conn.close()

@@ -530,22 +530,23 @@ def legacy_event(form: Form) -> EmailEvent:
     user_agent = form.first("user-agent")
     variables = _legacy_variables(form)
     tracking_id = variables.pop(TRACKING_KEY, None)
-    return EmailEvent(
-        provider=PROVIDER,
-        type=event_type,
-        provider_event=name,
-        recipient=recipient,
-        event_id=event_id,
-        timestamp=timestamp,
-        message_id=bare_message_id(message_id) if message_id else None,
-        tracking_id=tracking_id,
-        reason=reason,
-        bounce=bounce,
-        smtp_status=enhanced or (str(code) if code else None),
-        url=form.first("url") if event_type is EventType.CLICKED else None,
-        user_agent=user_agent,
-        machine=machine_flag({}, user_agent) if event_type in _ENGAGEMENT else None,
-        tags=form.getlist("tag") or form.getlist("X-Mailgun-Tag"),
-        metadata=variables,
-        raw=raw,
+    return make_event(
+        PROVIDER,
+        event_type,  # type
+        name,  # provider_event
+        recipient,
+        event_id,
+        timestamp,
+        bare_message_id(message_id) if message_id else None,  # message_id
+        tracking_id,
+        reason,
+        bounce,
+        enhanced or (str(code) if code else None),  # smtp_status
+        None,  # attempt
+        form.first("url") if event_type is EventType.CLICKED else None,  # url
+        user_agent,
+        machine_flag({}, user_agent) if event_type in _ENGAGEMENT else None,  # machine
+        form.getlist("tag") or form.getlist("X-Mailgun-Tag"),  # tags
+        variables,  # metadata
+        raw,
     )

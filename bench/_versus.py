@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, rounds, setup_django, timed_rate
+from _harness import JSON_LIBRARY, Row, rounds, setup_django, timed_rate
 from unimailtrack import _json
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "webhooks"
@@ -79,12 +79,18 @@ def versus(
         for body, _ in cases:
             json.loads(body)
 
+    def run_decode_fast() -> None:
+        for body, _ in cases:
+            _json.loads(body)
+
     runs = {
         "decode only (json.loads)": run_decode,
         OURS: run_ours,
         OURS + ", stdlib json": run_ours_stdlib,
         REFERENCE: run_anymail,
     }
+    if JSON_LIBRARY == "orjson":  # the floor of the orjson target: its own decoder alone
+        runs["decode only (orjson.loads)"] = run_decode_fast
     contenders = {
         label: timed_rate(run, events, repeat=3, min_time=0.05) for label, run in runs.items()
     }

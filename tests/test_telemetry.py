@@ -22,10 +22,19 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 import webhook_kits
 from live_server import running
-from unimailtrack import Email, Mailer, SignatureCause, SignatureError
+from unimailtrack import (
+    Email,
+    EmailEvent,
+    EventType,
+    Mailer,
+    SignatureCause,
+    SignatureError,
+    StoreError,
+)
 from unimailtrack import _telemetry as telemetry
 from unimailtrack.adapters import MailgunAdapter, SendGridAdapter
 from unimailtrack.adapters.mailgun import MailgunWebhookSigner
@@ -167,6 +176,30 @@ def test_a_webhook_request_is_one_trace_and_counted_by_answer(
     assert _points(reader, "events_ingested")[(("provider", "sendgrid"),)] >= 1
     assert _points(reader, "event_duplicates")[(("provider", "sendgrid"),)] >= 1
     assert _points(reader, "ingest_duration")[()] >= 2
+
+
+def test_a_failed_ingest_is_an_errored_span_and_no_duration(
+    otel: tuple[InMemorySpanExporter, InMemoryMetricReader], tmp_path: Path
+) -> None:
+    spans, reader = otel
+    event = EmailEvent(
+        provider="sendgrid",
+        type=EventType.DELIVERED,
+        provider_event="delivered",
+        recipient="ann@example.com",
+        event_id="e1",
+        timestamp=datetime(2024, 1, 15, tzinfo=UTC),
+        tracking_id=TID,
+    )
+    with Tracker.open(f"sqlite:///{tmp_path / 't.sqlite3'}") as tracker:
+        tracker.ingest([event])
+        timed = _points(reader, "ingest_duration")[()]
+    with pytest.raises(StoreError):
+        tracker.ingest([event])  # closed: the store refuses
+    ingests = [s for s in spans.get_finished_spans() if s.name == "unimailtrack.ingest"]
+    assert [s.status.status_code for s in ingests] == [StatusCode.UNSET, StatusCode.ERROR]
+    assert [e.name for e in ingests[1].events] == ["exception"]
+    assert _points(reader, "ingest_duration")[()] == timed  # only the ingest that ended well
 
 
 def _root_ids(spans: InMemorySpanExporter) -> list[int]:

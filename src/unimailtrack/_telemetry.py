@@ -38,8 +38,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 __all__ = [
@@ -307,18 +307,36 @@ def prometheus_text() -> tuple[bytes, str] | None:
     return generate_latest(prometheus.registry), CONTENT_TYPE_LATEST
 
 
-@contextmanager
-def ingesting() -> Iterator[None]:
+def ingesting() -> AbstractContextManager[None]:
     """An ``ingest`` span around the block, and its duration in ``ingest_duration`` when it
-    ends without an exception."""
+    ends without an exception; nothing at all with neither OpenTelemetry nor Prometheus."""
     state = _loaded()
     if state.otel is None and state.prometheus is None:
-        yield
-        return
-    started = time.perf_counter()
-    with span("ingest"):
-        yield
-    observe("ingest_duration", time.perf_counter() - started)
+        return _UNTIMED
+    return _Ingesting()
+
+
+_UNTIMED: AbstractContextManager[None] = nullcontext()
+
+
+class _Ingesting:
+    """:func:`ingesting` with telemetry on: a class, not a generator, since it wraps every
+    ``ingest``, and a generator's context costs several times a class's."""
+
+    __slots__ = ("_span", "_started")
+
+    def __enter__(self) -> None:
+        self._span = span("ingest")
+        self._span.__enter__()
+        self._started = time.perf_counter()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: Any
+    ) -> None:
+        elapsed = time.perf_counter() - self._started
+        self._span.__exit__(kind, error, trace)
+        if kind is None:
+            observe("ingest_duration", elapsed)
 
 
 def redact(address: str) -> str:

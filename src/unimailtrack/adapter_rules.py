@@ -10,9 +10,15 @@ never imports one.
 
 from __future__ import annotations
 
-from typing import Final
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
+from unimailtrack.errors import ConfigurationError
 from unimailtrack.tracking._providers import ListChange, MessageKey, ProviderRules
+
+if TYPE_CHECKING:
+    from unimailtrack.adapters.base import Adapter
 
 __all__ = ["REGISTERED", "RegisteredAdapters"]
 
@@ -21,26 +27,32 @@ class RegisteredAdapters:
     """:class:`~unimailtrack.tracking.ProviderRules` read from the adapter registry."""
 
     def message_key(self, provider: str) -> MessageKey:
-        from unimailtrack.adapters import get_adapter_class
-        from unimailtrack.errors import ConfigurationError
-
+        adapter_class, _ = _registry()
         try:
-            return get_adapter_class(provider).message_key
+            return adapter_class(provider).message_key
         except (ConfigurationError, ImportError):
             return str
 
     def list_change(self, provider: str) -> ListChange | None:
-        from unimailtrack.adapters import get_adapter_class
-        from unimailtrack.adapters.base import Adapter
-        from unimailtrack.errors import ConfigurationError
-
+        adapter_class, default = _registry()
         try:
-            found = getattr(get_adapter_class(provider), "list_change", None)
+            found = getattr(adapter_class(provider), "list_change", None)
         except (ConfigurationError, ImportError, AttributeError):
             return None
-        if getattr(found, "__func__", None) is Adapter.list_change.__func__:  # type: ignore[attr-defined]
+        if getattr(found, "__func__", None) is default:
             return None  # the default says no event ever changes the list: skip asking
         return found
+
+
+@functools.cache
+def _registry() -> tuple[Callable[[str], type[Adapter]], object]:
+    """The registry's lookup and the default ``list_change``, imported on first use. Cached:
+    both rules are asked on every batch, and importing a name from a package runs importlib's
+    Python each time."""
+    from unimailtrack.adapters import get_adapter_class
+    from unimailtrack.adapters.base import Adapter
+
+    return get_adapter_class, Adapter.list_change.__func__  # type: ignore[attr-defined]
 
 
 REGISTERED: Final[ProviderRules] = RegisteredAdapters()

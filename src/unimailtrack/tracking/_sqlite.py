@@ -15,9 +15,9 @@ import functools
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from itertools import chain
 from typing import Any, ClassVar, TypeVar
 
@@ -138,6 +138,8 @@ def _refuses_content(exc: sqlite3.Error) -> bool:
     ).startswith("Error binding parameter")
 
 
+_NO_WAIT: AbstractContextManager[object] = nullcontext()
+"""A reader's turn: SQLite's own snapshot isolation is all it waits for."""
 _NULL = float("nan")
 """Bound in place of None: SQLite turns a NaN into NULL as it binds it."""
 _BEFORE_SQL = "SELECT total_changes(), COALESCE(MAX(rowid), 0) FROM {table}"
@@ -221,17 +223,12 @@ class SQLiteStore(Store):
                 alive.append((thread, conn))
         self._connections = alive
 
-    @contextmanager
-    def _turn(self, write: bool) -> Iterator[None]:
-        """Wait for this process's turn: the one connection in memory, or the write lock."""
+    def _turn(self, write: bool) -> AbstractContextManager[object]:
+        """What waits for this process's turn: the one connection in memory, or the write
+        lock (a lock itself, not a generator around it: this is on every transaction's path)."""
         if self._memory:
-            with self._shared:
-                yield
-        elif write:
-            with self._write_lock:
-                yield
-        else:
-            yield
+            return self._shared
+        return self._write_lock if write else _NO_WAIT
 
     # ------------------------------------------------------------------ running
 

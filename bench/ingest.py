@@ -506,7 +506,7 @@ def _contender(
     return run
 
 
-def _postgres_reachable() -> bool:
+def postgres_reachable() -> bool:
     try:
         import psycopg
 
@@ -517,7 +517,7 @@ def _postgres_reachable() -> bool:
 
 
 @contextlib.contextmanager
-def _postgres_schemas() -> Iterator[Callable[[], str]]:
+def postgres_schemas() -> Iterator[Callable[[], str]]:
     """Fresh schemas for each round, dropped afterwards."""
     import psycopg
     from psycopg import sql
@@ -600,8 +600,8 @@ def ingestion(workdir: Path, count: int) -> list[Target]:
         lambda: _sqlite_replay(next(files), data, sqlite_singles),
     )
     with contextlib.ExitStack() as stack:
-        if _postgres_reachable():
-            fresh = stack.enter_context(_postgres_schemas())
+        if postgres_reachable():
+            fresh = stack.enter_context(postgres_schemas())
             postgres_bodies = record_postgres(fresh(), data, bodies)
             postgres_singles = record_postgres(fresh(), data, singles)
             compare(

@@ -2,20 +2,27 @@
 
 Thirty bodies of 1,000 mixed events each (the generator of ``parse_sendgrid.py``, every event
 id unique, so every batch is verified, parsed, stored in one transaction and answered 200) are
-signed with ECDSA as SendGrid signs them. The reference is ``WebhookReceiver.handle`` in this
-process over an SQLite tracker: verify, parse, store, no HTTP. The other rows post the same
-kind of bodies over loopback to ``unimailtrack serve`` (a child process, a fresh SQLite store of
-its own, the SendGrid adapter holding the verification key): from one keep-alive connection,
-then from 8 at once, with 1 worker and with ``--workers 2``. Each round starts every contender
-afresh (server started and warmed up with two bodies before the clock starts), in rotating
-order, and takes its ratio to the reference of that round. The latency of each request at 8
-clients is recorded: the p50 and p99 over all rounds are printed.
+signed with ECDSA as SendGrid signs them. One table per store: SQLite, then PostgreSQL when
+it answers (``UNIMAILTRACK_BENCH_POSTGRES_URL``, else the test server; a fresh schema for each
+contender, dropped afterwards). The reference is ``WebhookReceiver.handle`` in this process
+over a tracker on that store: verify, parse, store, one body after the other, no HTTP. The
+other rows post the same kind of bodies over loopback to ``unimailtrack serve`` (a child
+process, a fresh store of its own, the SendGrid adapter holding the verification key): from
+one keep-alive connection, then from 8 at once, with 1 worker and with ``--workers 2``. Each
+round starts every contender afresh (server started and warmed up with two bodies before the
+clock starts), in rotating order, and takes its ratio to the reference of that round. The
+latency of each request at 8 clients is recorded: the p50 and p99 over all rounds are printed.
+
+SQLite has one writer, so its workers queue for it and grow only as far as verifying and
+parsing are the cost; PostgreSQL takes both workers' transactions at once, and is where
+``--workers`` can grow with the cores.
 
 Run with ``.venv-bench/bin/python bench/webhook.py`` (``--rounds N``, default 5).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -30,7 +37,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _harness import Row, print_table, record_targets, rounds, target_from_row
+from _harness import Row, Target, print_table, record_targets, rounds, target_from_row
+from ingest import postgres_reachable, postgres_schemas
 from parse_sendgrid import batch
 from unimailtrack.adapters.sendgrid import SendGridAdapter, SendGridWebhookSigner
 from unimailtrack.tracking import Tracker
@@ -46,13 +54,14 @@ Request = tuple[bytes, dict[str, str]]
 
 
 @contextmanager
-def serving(public_key: str, store: Path, workers: int = 1) -> Iterator[str]:
-    """``unimailtrack serve`` in a child process; yields its base URL."""
+def serving(public_key: str, store: str, workers: int = 1) -> Iterator[str]:
+    """``unimailtrack serve`` on the store at URL ``store``, in a child process; yields its
+    base URL."""
     env = {
         **os.environ,
         "UNIMAILTRACK_DSN": "sendgrid://default",
         "UNIMAILTRACK_SENDGRID_WEBHOOK_KEY": public_key,
-        "UNIMAILTRACK_STORE": f"sqlite:///{store}",
+        "UNIMAILTRACK_STORE": store,
     }
     command = [sys.executable, "-m", "unimailtrack.cli", "serve", "--port", "0"]
     command += ["--workers", str(workers)]
@@ -101,11 +110,12 @@ def post_all(url: str, requests: Sequence[Request], clients: int) -> tuple[float
     return time.perf_counter() - started, latencies
 
 
-def handle_all(adapter: SendGridAdapter, store: Path, requests: Sequence[Request]) -> float:
+def handle_all(adapter: SendGridAdapter, store: str, requests: Sequence[Request]) -> float:
     """Seconds for ``WebhookReceiver.handle`` to verify, parse and store every request but
-    the first (a warm-up: the schema, the first pages of the indexes)."""
+    the first (a warm-up: the schema, the first pages of the indexes) into the store at URL
+    ``store``."""
     (warm_body, warm_headers), *timed = requests
-    with Tracker.open(f"sqlite:///{store}") as tracker:
+    with Tracker.open(store) as tracker:
         receiver = WebhookReceiver({"sendgrid": adapter}, tracker)
         receiver.handle("sendgrid", warm_headers, warm_body)
         started = time.perf_counter()
@@ -115,60 +125,77 @@ def handle_all(adapter: SendGridAdapter, store: Path, requests: Sequence[Request
         return time.perf_counter() - started
 
 
-def main() -> None:
-    count = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else ROUNDS
-    signer = SendGridWebhookSigner()
-    adapter = SendGridAdapter(webhook_keys=signer.public_key)
-    seeds = iter(range(10_000, 10_000_000, BODIES + 2))
-    latencies: list[float] = []
+@contextmanager
+def sqlite_stores() -> Iterator[Callable[[], str]]:
+    """A fresh SQLite store URL for each contender, removed afterwards."""
+    with tempfile.TemporaryDirectory() as scratch:
+        made = iter(range(1_000_000))
+        yield lambda: f"sqlite:///{Path(scratch) / f'bench-{next(made)}.sqlite3'}"
 
-    def in_process() -> float:
-        seed = next(seeds)
-        requests = signed(signer, range(seed, seed + BODIES + 1))
-        with tempfile.TemporaryDirectory() as scratch:
-            return (
-                BODIES
-                * EVENTS_PER_BODY
-                / handle_all(adapter, Path(scratch) / "bench.sqlite3", requests)
-            )
 
-    def through_serve(clients: int, workers: int) -> Callable[[], float]:
+class _Table:
+    """One store's table: the in-process reference and ``serve`` at 1 and 2 workers."""
+
+    def __init__(self, store: str, signer: SendGridWebhookSigner, seeds: Iterator[int]) -> None:
+        self.store = store
+        self.signer = signer
+        self.adapter = SendGridAdapter(webhook_keys=signer.public_key)
+        self.seeds = seeds
+        self.latencies: list[float] = []
+
+    def in_process(self, fresh: Callable[[], str]) -> Callable[[], float]:
         def run() -> float:
-            seed = next(seeds)
-            warm = signed(signer, range(seed, seed + 2))
-            timed = signed(signer, range(seed + 2, seed + 2 + BODIES))
-            with (
-                tempfile.TemporaryDirectory() as scratch,
-                serving(signer.public_key, Path(scratch) / "bench.sqlite3", workers) as url,
-            ):
+            seed = next(self.seeds)
+            requests = signed(self.signer, range(seed, seed + BODIES + 1))
+            return BODIES * EVENTS_PER_BODY / handle_all(self.adapter, fresh(), requests)
+
+        return run
+
+    def through_serve(
+        self, fresh: Callable[[], str], clients: int, workers: int
+    ) -> Callable[[], float]:
+        def run() -> float:
+            seed = next(self.seeds)
+            warm = signed(self.signer, range(seed, seed + 2))
+            timed = signed(self.signer, range(seed + 2, seed + 2 + BODIES))
+            with serving(self.signer.public_key, fresh(), workers) as url:
                 post_all(url, warm, min(clients, 2))  # imports, schema, each worker's first
                 seconds, taken = post_all(url, timed, clients)
             if clients == CLIENTS:
-                latencies.extend(taken)
+                self.latencies.extend(taken)
             return BODIES * EVENTS_PER_BODY / seconds
 
         return run
 
-    one = "serve, 1 worker, 1 client"
-    many = f"serve, 1 worker, {CLIENTS} clients"
-    two = f"serve, --workers 2, {CLIENTS} clients"
-    rows = rounds(
-        {
-            REFERENCE: in_process,
-            one: through_serve(1, 1),
-            many: through_serve(CLIENTS, 1),
-            two: through_serve(CLIENTS, 2),
-        },
-        reference=REFERENCE,
-        count=count,
-    )
+
+def measure(
+    store: str,
+    fresh: Callable[[], str],
+    signer: SendGridWebhookSigner,
+    seeds: Iterator[int],
+    count: int,
+) -> list[Target]:
+    """The table of one store, printed, and its targets: each ``serve`` row against the
+    in-process receiver on the same store, and the growth from 1 to 2 workers."""
+    table = _Table(store, signer, seeds)
+    one = f"serve, 1 worker, 1 client, {store}"
+    many = f"serve, 1 worker, {CLIENTS} clients, {store}"
+    two = f"serve, --workers 2, {CLIENTS} clients, {store}"
+    reference = f"{REFERENCE}, {store}"
+    contenders = {
+        reference: table.in_process(fresh),
+        one: table.through_serve(fresh, 1, 1),
+        many: table.through_serve(fresh, CLIENTS, 1),
+        two: table.through_serve(fresh, CLIENTS, 2),
+    }
+    rows = rounds(contenders, reference=reference, count=count)
     print_table(
-        f"Signed SendGrid webhooks, {EVENTS_PER_BODY:,} events a request, SQLite store, "
+        f"Signed SendGrid webhooks, {EVENTS_PER_BODY:,} events a request, {store} store, "
         f"{count} rounds",
         rows,
-        reference=REFERENCE,
+        reference=reference,
     )
-    ordered = sorted(latencies)
+    ordered = sorted(table.latencies)
     p50 = ordered[len(ordered) // 2]
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     print(
@@ -177,21 +204,31 @@ def main() -> None:
     )
     by = {row.label: row for row in rows}
     growth = tuple(a / b for a, b in zip(by[two].ratios, by[many].ratios, strict=True))
-    record_targets(
-        "webhook",
-        [
-            target_from_row(f"{one} / {REFERENCE}", by[one], 0.8),
-            target_from_row(f"{many} / {REFERENCE}", by[many], 0.8),
-            target_from_row(f"{two} / {REFERENCE}", by[two], 0.8),
-            target_from_row(
-                f"serve at {CLIENTS} clients: --workers 2 / 1 worker (grows with workers)",
-                Row(two, by[two].rate, by[two].unit, growth),
-                1.0,
-                note=f"p99 latency at {CLIENTS} clients: {p99 * 1000:.0f} ms "
-                f"(p50 {p50 * 1000:.0f} ms)",
-            ),
-        ],
-    )
+    return [
+        *(target_from_row(f"{label} / {reference}", by[label], 0.8) for label in (one, many, two)),
+        target_from_row(
+            f"serve at {CLIENTS} clients, {store}: --workers 2 / 1 worker (grows with workers)",
+            Row(two, by[two].rate, by[two].unit, growth),
+            1.0,
+            note=f"p99 latency at {CLIENTS} clients: {p99 * 1000:.0f} ms (p50 {p50 * 1000:.0f} ms)",
+        ),
+    ]
+
+
+def main() -> None:
+    count = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else ROUNDS
+    signer = SendGridWebhookSigner()
+    seeds = iter(range(10_000, 10_000_000, BODIES + 2))
+    targets: list[Target] = []
+    with contextlib.ExitStack() as stack:
+        fresh = stack.enter_context(sqlite_stores())
+        targets += measure("SQLite", fresh, signer, seeds, count)
+        if postgres_reachable():
+            fresh = stack.enter_context(postgres_schemas())
+            targets += measure("PostgreSQL", fresh, signer, seeds, count)
+        else:
+            print("\n  PostgreSQL: not reachable, its table is left out")
+    record_targets("webhook", targets)
 
 
 if __name__ == "__main__":

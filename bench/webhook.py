@@ -136,29 +136,29 @@ def sqlite_stores() -> Iterator[Callable[[], str]]:
 class _Table:
     """One store's table: the in-process reference and ``serve`` at 1 and 2 workers."""
 
-    def __init__(self, store: str, signer: SendGridWebhookSigner, seeds: Iterator[int]) -> None:
-        self.store = store
+    def __init__(
+        self, fresh: Callable[[], str], signer: SendGridWebhookSigner, seeds: Iterator[int]
+    ) -> None:
+        self.fresh = fresh  # a new store's URL for each run
         self.signer = signer
         self.adapter = SendGridAdapter(webhook_keys=signer.public_key)
         self.seeds = seeds
         self.latencies: list[float] = []
 
-    def in_process(self, fresh: Callable[[], str]) -> Callable[[], float]:
+    def in_process(self) -> Callable[[], float]:
         def run() -> float:
             seed = next(self.seeds)
             requests = signed(self.signer, range(seed, seed + BODIES + 1))
-            return BODIES * EVENTS_PER_BODY / handle_all(self.adapter, fresh(), requests)
+            return BODIES * EVENTS_PER_BODY / handle_all(self.adapter, self.fresh(), requests)
 
         return run
 
-    def through_serve(
-        self, fresh: Callable[[], str], clients: int, workers: int
-    ) -> Callable[[], float]:
+    def through_serve(self, clients: int, workers: int) -> Callable[[], float]:
         def run() -> float:
             seed = next(self.seeds)
             warm = signed(self.signer, range(seed, seed + 2))
             timed = signed(self.signer, range(seed + 2, seed + 2 + BODIES))
-            with serving(self.signer.public_key, fresh(), workers) as url:
+            with serving(self.signer.public_key, self.fresh(), workers) as url:
                 post_all(url, warm, min(clients, 2))  # imports, schema, each worker's first
                 seconds, taken = post_all(url, timed, clients)
             if clients == CLIENTS:
@@ -177,16 +177,16 @@ def measure(
 ) -> list[Target]:
     """The table of one store, printed, and its targets: each ``serve`` row against the
     in-process receiver on the same store, and the growth from 1 to 2 workers."""
-    table = _Table(store, signer, seeds)
+    table = _Table(fresh, signer, seeds)
     one = f"serve, 1 worker, 1 client, {store}"
     many = f"serve, 1 worker, {CLIENTS} clients, {store}"
     two = f"serve, --workers 2, {CLIENTS} clients, {store}"
     reference = f"{REFERENCE}, {store}"
     contenders = {
-        reference: table.in_process(fresh),
-        one: table.through_serve(fresh, 1, 1),
-        many: table.through_serve(fresh, CLIENTS, 1),
-        two: table.through_serve(fresh, CLIENTS, 2),
+        reference: table.in_process(),
+        one: table.through_serve(1, 1),
+        many: table.through_serve(CLIENTS, 1),
+        two: table.through_serve(CLIENTS, 2),
     }
     rows = rounds(contenders, reference=reference, count=count)
     print_table(

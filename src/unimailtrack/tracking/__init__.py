@@ -19,6 +19,7 @@ from unimailtrack.tracking._health import HealthReport, ProviderHealth
 from unimailtrack.tracking._live import ChangeStream
 from unimailtrack.tracking._providers import ProviderRules
 from unimailtrack.tracking._records import (
+    Badge,
     BulkStats,
     DeadLetter,
     DomainAlert,
@@ -34,6 +35,7 @@ from unimailtrack.tracking._tracker import SuppressionChange, Tracker
 __all__ = [
     "Alert",
     "AlertRules",
+    "Badge",
     "BulkStats",
     "ChangeStream",
     "DeadLetter",

@@ -20,6 +20,8 @@ when events were waiting, attaches them. Whichever commits second sees the first
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,6 +30,7 @@ from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
+from unimailtrack.errors import InvalidQuery
 from unimailtrack.lifecycle import EXPIRED_REASON, RANK, MessageState, fold
 from unimailtrack.model import (
     NAME_MAX,
@@ -46,6 +49,7 @@ from unimailtrack.model import (
 from unimailtrack.tracking import _suppression as S
 from unimailtrack.tracking._providers import PLAIN, ListChange, MessageKey, ProviderRules
 from unimailtrack.tracking._records import (
+    Badge,
     BulkStats,
     DeadLetter,
     DomainAlert,
@@ -1033,6 +1037,61 @@ def timeline(tracking_id: str) -> Program[list[EmailEvent]]:
         (tracking_id,),
     )
     return [event_from_row(row) for row in rows]
+
+
+def timeline_page(
+    tracking_id: str, cursor: str | None, limit: int, *, count: bool = True
+) -> Program[Page[EmailEvent]]:
+    """A page of one send's events in timeline order (oldest first), by keyset on (time,
+    rank, event id): the same order as ``timeline``, so the pages end to end are the
+    timeline. ``count=False`` leaves ``total`` at 0 (an iteration needs no count per page)."""
+    params: dict[str, Any] = {"tracking_id": tracking_id, "limit": limit + 1}
+    where = "tracking_id = :tracking_id"
+    total = 0
+    if count:
+        counted = yield Query(f"SELECT COUNT(*) FROM events WHERE {where}", params)
+        total = int(counted[0][0])
+    if cursor is not None:
+        at, rank, token = decode_cursor("timeline", cursor, int, int, str)
+        where += " AND (timestamp_us, rank, event_id) > (:after_at, :after_rank, :after_id)"
+        params.update(after_at=at, after_rank=rank, after_id=_id_from_token(token))
+    rows = yield Query(
+        f"SELECT {_EVENT_SELECT} FROM events WHERE {where} {_TIMELINE_ORDER} LIMIT :limit",
+        params,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = encode_cursor("timeline", [int(last[7]), int(last[8]), _id_token(last[0])])
+    return Page(tuple(event_from_row(row) for row in rows), next_cursor, total)
+
+
+def _id_token(event_id: str) -> str:
+    """An event id as it goes into a cursor: its UTF-8 in base64, so that an id of 255 bytes
+    of any characters (JSON would spell a control character in six) keeps the cursor short
+    enough to come back (``MAX_CURSOR_LENGTH``, and the web's bound on a parameter)."""
+    return base64.urlsafe_b64encode(event_id.encode()).decode("ascii")
+
+
+def _id_from_token(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode()
+    except (ValueError, UnicodeError, binascii.Error):
+        raise InvalidQuery("cursor", "holds a position this listing cannot have") from None
+
+
+def badge_of(tracking_id: str, clock: Clock) -> Program[Badge | None]:
+    """The badge of one (message, recipient) and its reason, from its state row (one row,
+    whatever the number of its events), or None when nothing is stored under the id."""
+    rows = yield Query(
+        f"SELECT {BADGE_SQL}, {_REASON_SQL} FROM messages m WHERE m.tracking_id = :tracking_id",
+        {"tracking_id": tracking_id, **clock.params},
+    )
+    if not rows:
+        return None
+    return Badge(DeliveryStatus(rows[0][0]), rows[0][1])
 
 
 def state(tracking_id: str, clock: Clock) -> Program[MessageState]:

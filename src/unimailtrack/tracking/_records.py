@@ -19,6 +19,7 @@ from unimailtrack.errors import InvalidQuery
 from unimailtrack.model import DeliveryStatus
 
 __all__ = [
+    "Badge",
     "BulkStats",
     "DeadLetter",
     "DomainAlert",
@@ -79,6 +80,16 @@ class IngestResult:
     new: int
     duplicates: int
     changes: tuple[StateChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Badge:
+    """Where one (message, recipient) is now, read from its stored state in one row: the
+    ``status`` its badge shows and the ``reason`` beside it, as ``SendRecord`` has them,
+    for a send recorded here or one known only from its events."""
+
+    status: DeliveryStatus
+    reason: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from unimailtrack.tracking._health import HealthReport
 from unimailtrack.tracking._live import Callback, ChangeStream, Hub
 from unimailtrack.tracking._providers import ProviderRules
 from unimailtrack.tracking._records import (
+    Badge,
     BulkStats,
     DeadLetter,
     DomainAlert,
@@ -90,6 +91,9 @@ class WebhookToken(Protocol):
 BULK_PAGE = 1000
 """Rows in a page of ``bulk_rows`` when no ``limit`` is given, and in each page that
 ``iter_bulk_rows`` fetches."""
+TIMELINE_PAGE = 100
+"""Events in a page of ``timeline_page`` when no ``limit`` is given, and in each page that
+``iter_timeline`` fetches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,12 +428,74 @@ class Tracker:
     async def asend(self, tracking_id: str) -> SendRecord | None:
         return await self._arun(self._send(tracking_id))
 
+    def _badge(self, tracking_id: str) -> _Op[Badge | None]:
+        clock = self._clock()
+        return _Op(lambda: P.badge_of(tracking_id, clock), write=False)
+
+    def badge(self, tracking_id: str) -> Badge | None:
+        """The badge of one (message, recipient) and its reason, read from its stored state
+        in one row whatever the number of its events: what ``state(tracking_id)`` folds to,
+        without reading the events (None when nothing is stored under ``tracking_id``)."""
+        return self._run(self._badge(tracking_id))
+
+    async def abadge(self, tracking_id: str) -> Badge | None:
+        return await self._arun(self._badge(tracking_id))
+
     def timeline(self, tracking_id: str) -> list[EmailEvent]:
-        """Every event of one (message, recipient), oldest first (contract)."""
+        """Every event of one (message, recipient), oldest first (contract). A send's events
+        are few, but nothing bounds how often a reader opens it or clicks: to show or export
+        a timeline in bounded memory, page it (:meth:`timeline_page`) or iterate it
+        (:meth:`iter_timeline`)."""
         return self._run(_Op(lambda: P.timeline(tracking_id), write=False))
 
     async def atimeline(self, tracking_id: str) -> list[EmailEvent]:
         return await self._arun(_Op(lambda: P.timeline(tracking_id), write=False))
+
+    def _timeline_page(
+        self, tracking_id: str, cursor: str | None, limit: int, count: bool = True
+    ) -> _Op[Page[EmailEvent]]:
+        size = _positive("limit", limit)
+        return _Op(lambda: P.timeline_page(tracking_id, cursor, size, count=count), write=False)
+
+    def timeline_page(
+        self, tracking_id: str, *, cursor: str | None = None, limit: int = TIMELINE_PAGE
+    ) -> Page[EmailEvent]:
+        """A page of one send's events in ``timeline`` order (oldest first): at most ``limit``
+        events, ``next_cursor`` for the next page and ``total`` across all pages. The pages
+        end to end are the timeline; events stored while paging that sort after the page
+        read so far appear on a later page."""
+        return self._run(self._timeline_page(tracking_id, cursor, limit))
+
+    async def atimeline_page(
+        self, tracking_id: str, *, cursor: str | None = None, limit: int = TIMELINE_PAGE
+    ) -> Page[EmailEvent]:
+        return await self._arun(self._timeline_page(tracking_id, cursor, limit))
+
+    def iter_timeline(
+        self, tracking_id: str, *, page_size: int = TIMELINE_PAGE
+    ) -> Iterator[EmailEvent]:
+        """Every event of one send in ``timeline`` order, fetched ``page_size`` at a time by
+        keyset cursor, each page in its own read: one page in memory, however many events."""
+        cursor: str | None = None
+        while True:
+            page = self._run(self._timeline_page(tracking_id, cursor, page_size, False))
+            yield from page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def aiter_timeline(
+        self, tracking_id: str, *, page_size: int = TIMELINE_PAGE
+    ) -> AsyncIterator[EmailEvent]:
+        """The async twin of :meth:`iter_timeline`: ``async for event in ...``."""
+        cursor: str | None = None
+        while True:
+            page = await self._arun(self._timeline_page(tracking_id, cursor, page_size, False))
+            for event in page.items:
+                yield event
+            cursor = page.next_cursor
+            if cursor is None:
+                return
 
     # ------------------------------------------------------------------ listings
 

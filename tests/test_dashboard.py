@@ -26,7 +26,7 @@ from unimailtrack.adapters import MemoryAdapter
 from unimailtrack.tracking import Tracker
 from unimailtrack.tracking._tracker import open_store
 from unimailtrack.web import create_app
-from unimailtrack.web._dashboard import CSRF_COOKIE, SESSION_COOKIE, Sessions
+from unimailtrack.web._dashboard import CSRF_COOKIE, SESSION_COOKIE, TIMELINE_PAGE, Sessions
 from unimailtrack.web._openapi import document
 from unimailtrack.webhooks import WebhookReceiver
 
@@ -209,6 +209,87 @@ def test_tracking_shows_a_long_reason_in_full(site: Site) -> None:
         ]
     )
     assert reason.strip() in site.client.get(f"/sends/{tid}").text
+
+
+def _opens(site: Site, tid: str, count: int, prefix: str = "o") -> None:
+    """``count`` opens of one send, a second apart, reported in one webhook."""
+    start = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    site.post(
+        [
+            {
+                "event": "opened",
+                "id": f"{prefix}-{n:04d}",
+                "recipient": "eve@example.com",
+                "tracking_id": tid,
+                "timestamp": start + n,
+            }
+            for n in range(count)
+        ]
+    )
+
+
+def test_tracking_shows_a_long_timeline_a_page_at_a_time(site: Site) -> None:
+    tid = site.tid("eve@example.com")
+    _opens(site, tid, TIMELINE_PAGE + 30)
+    total = len(site.tracker.timeline(tid))
+    page = site.client.get(f"/sends/{tid}").text
+    assert f'<h2>Timeline <span class="count">{total}</span></h2>' in page
+    rows = page.split('id="timeline-rows"')[1].split("</tbody>")[0]
+    assert rows.count("<tr>") == TIMELINE_PAGE
+    assert f'data-shown-for="timeline-rows">{TIMELINE_PAGE}</span> of {total}' in page
+    more = re.search(r'href="(\?cursor=[^"]+)" data-load-more data-target="timeline-rows"', page)
+    assert more is not None
+    part = site.client.get(f"/sends/{tid}" + more.group(1) + "&part=rows")
+    assert part.status_code == 200 and "<html" not in part.text  # rows for "Load more"
+    assert part.text.count("<tr>") == total - TIMELINE_PAGE
+    assert "data-load-more" not in part.text  # the last page
+    times = re.findall(r"<time>([^<]+)</time>", rows + part.text)
+    assert len(times) == total and times == sorted(times)  # oldest first, end to end
+    alone = site.client.get(f"/sends/{tid}" + more.group(1)).text  # without the script
+    assert alone.count('<span class="event-type">') == total - TIMELINE_PAGE
+    assert "From the first event" in alone
+
+
+def test_tracking_a_send_known_only_from_its_events_shows_the_badge_they_fold_to(
+    site: Site,
+) -> None:
+    site.post(
+        [
+            {
+                "event": "bounced",
+                "id": "stray-1",
+                "recipient": "zed@example.com",
+                "tracking_id": "stray",
+                "timestamp": datetime.now(UTC).timestamp(),
+                "reason": "550 5.1.1 no such user",
+                "bounce": "hard",
+            }
+        ]
+    )
+    page = site.client.get("/sends/stray").text
+    assert 'data-badge-for="stray"' in page and 'data-status="bounced"' in page
+    assert '<p class="reason" id="badge-reason">550 5.1.1 no such user</p>' in page
+    assert "not recorded here" in page
+
+
+def test_the_api_pages_a_timeline_with_a_total(site: Site) -> None:
+    tid = site.tid("eve@example.com")
+    _opens(site, tid, 45)
+    whole = site.client.get(f"/api/sends/{tid}/timeline").json()
+    first = site.client.get(f"/api/sends/{tid}/events", params={"limit": 20}).json()
+    assert first["total"] == len(whole) and len(first["items"]) == 20
+    seen = list(first["items"])
+    cursor = first["next_cursor"]
+    while cursor is not None:
+        page = site.client.get(
+            f"/api/sends/{tid}/events", params={"limit": 20, "cursor": cursor}
+        ).json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+    assert seen == whole
+    for params in ({"limit": "0"}, {"limit": "1001"}, {"cursor": "not-ours"}):
+        refused = site.client.get(f"/api/sends/{tid}/events", params=params)
+        assert refused.status_code == 400, params
 
 
 def test_contact_pages_25_at_a_time_with_a_count_and_its_suppression(site: Site) -> None:

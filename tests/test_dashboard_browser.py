@@ -26,6 +26,7 @@ from unimailtrack import Email, Mailer, SendResult
 from unimailtrack.adapters import MemoryAdapter
 from unimailtrack.emulator import Emulator
 from unimailtrack.tracking import Tracker
+from unimailtrack.web._dashboard import TIMELINE_PAGE
 
 SECRET = "browser-test-memory-secret"
 XSS = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
@@ -233,6 +234,34 @@ def test_load_more_appends_25_then_the_rest_in_place(world: World) -> None:
     subjects = [c.text for c in world.css(f"{rows} td[data-label='Subject']")]
     assert subjects == [f"Reminder {n:02d}" for n in range(60, 0, -1)]
     assert world.driver.execute_script("return window.__still_here") == 7
+
+
+def test_load_more_on_a_long_timeline_appends_the_rest_in_place(world: World) -> None:
+    tid = world.bulk.for_recipient("eve@example.com").tracking_id
+    start = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    opens = [
+        {
+            "event": "opened",
+            "id": f"reread-{n:04d}",
+            "recipient": "eve@example.com",
+            "tracking_id": tid,
+            "timestamp": start + n,
+        }
+        for n in range(TIMELINE_PAGE + 20)
+    ]
+    world.post("memory", *world.memory.webhook(opens))
+    total = len(world.tracker.timeline(tid))
+    world.open(f"/sends/{tid}")
+    rows = "#timeline-rows tr"
+    assert len(world.css(rows)) == TIMELINE_PAGE
+    world.driver.execute_script("window.__still_here = 9")
+    world.css("a[data-load-more]")[0].click()
+    world.wait(lambda d: len(world.css(rows)) == total)
+    assert world.css("a[data-load-more]") == []
+    assert world.css("[data-shown-for='timeline-rows']")[0].text == str(total)
+    times = [c.text for c in world.css(f"{rows} time")]
+    assert times == sorted(times)
+    assert world.driver.execute_script("return window.__still_here") == 9
 
 
 # --------------------------------------------------------------------------- analytics

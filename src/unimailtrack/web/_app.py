@@ -268,6 +268,7 @@ class _Api:
             "/api/sends": self.report,
             "/api/sends/{tracking_id}": self.send,
             "/api/sends/{tracking_id}/timeline": self.timeline,
+            "/api/sends/{tracking_id}/events": self.events,
             "/api/recipients/{address}/history": self.history,
             "/api/bulk/{bulk_id}": self.bulk_stats,
             "/api/bulk/{bulk_id}/rows": self.bulk_rows,
@@ -311,6 +312,17 @@ class _Api:
 
     async def timeline(self, request: Request) -> Response:
         return _json(await self.tracker.atimeline(path_param(request, "tracking_id")))
+
+    async def events(self, request: Request) -> Response:
+        """The timeline in pages: at most ``limit`` events oldest first, with ``next_cursor``
+        and ``total``, so that a send opened a million times is read in bounded memory."""
+        query = request.query_params
+        page = await self.tracker.atimeline_page(
+            path_param(request, "tracking_id"),
+            cursor=_param(query, "cursor"),
+            limit=whole_param(query, "limit", _MAX_PAGE, _MAX_ROWS),
+        )
+        return _json(page)
 
     async def history(self, request: Request) -> Response:
         query = request.query_params

@@ -58,6 +58,8 @@ CSRF_COOKIE: Final = "umt_csrf"
 SESSION_LIFETIME: Final = 12 * 3600
 """Seconds a login lasts."""
 HISTORY_PAGE: Final = 25
+TIMELINE_PAGE: Final = 100
+"""Events of a send's timeline shown at first, and added by each "Load more"."""
 REPORT_PAGE: Final = 50
 BULK_PAGE: Final = 100
 SUPPRESSION_PAGE: Final = 100
@@ -386,23 +388,36 @@ class Dashboard:
         )
 
     async def send(self, request: Request) -> Response:
-        """Tracking: one send's badge, record and whole timeline."""
+        """Tracking: one send's badge, record and timeline, oldest first, a page at a time
+        ("Load more" adds the next): a send opened a million times costs one page."""
         tracking_id = path_param(request, "tracking_id")
+        query = request.query_params
+        cursor = text_param(query.get("cursor"), "cursor") or None
+        page = await self.tracker.atimeline_page(tracking_id, cursor=cursor, limit=TIMELINE_PAGE)
+        next_url = None
+        if page.next_cursor is not None:
+            next_url = "?" + urlencode({"cursor": page.next_cursor})
+        context: dict[str, Any] = {"page": page, "next_url": next_url}
+        if query.get("part") == "rows":
+            return self.render(request, "send_rows.html", **context)
         record = await self.tracker.asend(tracking_id)
-        state = await self.tracker.astate(tracking_id)
-        if record is None and not state.timeline:
-            raise _missing("send or event", tracking_id)
-        status = record.status if record is not None else state.status
-        reason = record.reason if record is not None else state.reason
+        if record is not None:
+            status, reason = record.status, record.reason
+        else:  # known only from its events: the badge their fold left in the state row
+            badge = await self.tracker.abadge(tracking_id)
+            if badge is None or page.total == 0:
+                raise _missing("send or event", tracking_id)
+            status, reason = badge.status, badge.reason
         return self.render(
             request,
             "send.html",
             changes=urlencode({"tracking_id": tracking_id}),
             tracking_id=tracking_id,
             record=record,
-            state=state,
             status=status,
             reason=reason,
+            first=cursor is None,
+            **context,
         )
 
     async def contact(self, request: Request) -> Response:

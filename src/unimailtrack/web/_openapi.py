@@ -74,8 +74,12 @@ ROUTES: Final[dict[str, dict[str, Any]]] = {
         "parameters": [_path("tracking_id", "the send's tracking id")],
     },
     "/api/sends/{tracking_id}/timeline": {
-        "summary": "One send's events, oldest first",
+        "summary": "One send's events, oldest first, all of them",
         "parameters": [_path("tracking_id", "the send's tracking id")],
+    },
+    "/api/sends/{tracking_id}/events": {
+        "summary": "One send's events, oldest first, a page at a time, with a total",
+        "parameters": [_path("tracking_id", "the send's tracking id"), _CURSOR, _limit(100, 1000)],
     },
     "/api/recipients/{address}/history": {
         "summary": "A contact's Emails tab: newest first, with a total",

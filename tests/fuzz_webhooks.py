@@ -38,9 +38,20 @@ from urllib.parse import parse_qsl, urlencode
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from unimailtrack.adapters import MailgunAdapter, MemoryAdapter, SendGridAdapter, SESAdapter
+from unimailtrack.adapters import (
+    BrevoAdapter,
+    MailgunAdapter,
+    MemoryAdapter,
+    PostmarkAdapter,
+    ResendAdapter,
+    SendGridAdapter,
+    SESAdapter,
+)
 from unimailtrack.adapters.base import Adapter
+from unimailtrack.adapters.brevo.signing import BrevoWebhookSigner
 from unimailtrack.adapters.mailgun import MailgunWebhookSigner, decode_body
+from unimailtrack.adapters.postmark.signing import PostmarkWebhookSigner
+from unimailtrack.adapters.resend.signing import ResendWebhookSigner
 from unimailtrack.adapters.sendgrid import SendGridWebhookSigner
 from unimailtrack.adapters.ses.signing import SnsSigner
 from unimailtrack.errors import PayloadError
@@ -48,7 +59,7 @@ from unimailtrack.tracking import Tracker
 from unimailtrack.webhooks import WebhookReceiver
 from webhook_fixtures import fixtures_for, load_fixture
 
-PROVIDERS = ("sendgrid", "mailgun", "ses", "memory")
+PROVIDERS = ("sendgrid", "mailgun", "ses", "resend", "postmark", "brevo", "memory")
 TOPIC = "arn:aws:sns:us-east-1:111122223333:ses-events"
 TRACKING_KEY = "unimailtrack_id"
 
@@ -267,6 +278,87 @@ def ses() -> Target:
     return Target("ses", adapter, [seed(e) for e in events], sign)
 
 
+def _fixture_bodies(provider: str) -> list[Any]:
+    return [
+        json.loads(load_fixture(name)["body"])
+        for name in fixtures_for(provider)
+        if "expect_error" not in load_fixture(name)
+    ]
+
+
+def resend() -> Target:
+    """Resend's events, each with a fresh message (``email_id``) and tracking tag, signed as
+    Resend signs (Standard Webhooks headers, a fresh ``svix-id`` for each request)."""
+    signer = ResendWebhookSigner()
+
+    def seed(event: dict[str, Any]) -> Callable[[], Any]:
+        def fresh() -> Any:
+            data = dict(event.get("data") or {})
+            tags = data.get("tags") if isinstance(data.get("tags"), dict) else {}
+            data["tags"] = {**tags, TRACKING_KEY: _tracking_id()}
+            data["email_id"] = str(uuid.uuid4())
+            return {**event, "data": data}
+
+        return fresh
+
+    def sign(value: Any) -> tuple[bytes, dict[str, str]]:
+        body = _encode(value)
+        headers = signer.sign(body, msg_id=f"msg_{uuid.uuid4().hex}")
+        return body, {"Content-Type": "application/json", **headers}
+
+    adapter = ResendAdapter(webhook_secrets=signer.secret)
+    return Target("resend", adapter, [seed(e) for e in _fixture_bodies("resend")], sign)
+
+
+def postmark() -> Target:
+    """Postmark's records, each with a fresh ``ID`` and ``MessageID`` and a tracking id in its
+    ``Metadata``, sent with the webhook's credentials (Postmark signs nothing)."""
+    signer = PostmarkWebhookSigner()
+
+    def seed(record: dict[str, Any]) -> Callable[[], Any]:
+        def fresh() -> Any:
+            metadata = record.get("Metadata") if isinstance(record.get("Metadata"), dict) else {}
+            return {
+                **record,
+                "ID": 10**17 + secrets.randbelow(9 * 10**17),  # 18 digits: a fixed length
+                "MessageID": str(uuid.uuid4()),
+                "Metadata": {**metadata, TRACKING_KEY: _tracking_id()},
+            }
+
+        return fresh
+
+    def sign(value: Any) -> tuple[bytes, dict[str, str]]:
+        body = _encode(value)
+        return body, {"Content-Type": "application/json", **signer.sign(body)}
+
+    adapter = PostmarkAdapter(webhook_secrets=signer.secret)
+    return Target("postmark", adapter, [seed(r) for r in _fixture_bodies("postmark")], sign)
+
+
+def brevo() -> Target:
+    """Brevo's events, one or a batch, each batch about one fresh message (``message-id``)
+    with a tracking id in ``X-Mailin-custom``, sent with the webhook's credentials."""
+    signer = BrevoWebhookSigner()
+
+    def seed(body: Any) -> Callable[[], Any]:
+        items = body if isinstance(body, list) else [body]
+
+        def fresh() -> Any:
+            custom = json.dumps({TRACKING_KEY: _tracking_id(), "event_id": "fuzz"})
+            message = f"<{uuid.uuid4().hex}@smtp-relay.mailin.fr>"
+            batch = [{**item, "message-id": message, "X-Mailin-custom": custom} for item in items]
+            return batch if isinstance(body, list) else batch[0]
+
+        return fresh
+
+    def sign(value: Any) -> tuple[bytes, dict[str, str]]:
+        body = _encode(value)
+        return body, {"Content-Type": "application/json", **signer.sign(body)}
+
+    adapter = BrevoAdapter(webhook_secrets=signer.secret)
+    return Target("brevo", adapter, [seed(b) for b in _fixture_bodies("brevo")], sign)
+
+
 def memory() -> Target:
     adapter = MemoryAdapter()
     now = time.time()
@@ -313,6 +405,9 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "sendgrid": sendgrid,
     "mailgun": mailgun,
     "ses": ses,
+    "resend": resend,
+    "postmark": postmark,
+    "brevo": brevo,
     "memory": memory,
 }
 

@@ -280,13 +280,13 @@ def test_the_api_pages_a_timeline_with_a_total(site: Site) -> None:
     assert first["total"] == len(whole) and len(first["items"]) == 20
     seen = list(first["items"])
     cursor = first["next_cursor"]
-    while cursor is not None:
+    for _ in range(len(whole) // 20):  # the pages after the first, and no more
         page = site.client.get(
             f"/api/sends/{tid}/events", params={"limit": 20, "cursor": cursor}
         ).json()
         seen += page["items"]
         cursor = page["next_cursor"]
-    assert seen == whole
+    assert cursor is None and seen == whole
     for params in ({"limit": "0"}, {"limit": "1001"}, {"cursor": "not-ours"}):
         refused = site.client.get(f"/api/sends/{tid}/events", params=params)
         assert refused.status_code == 400, params

@@ -155,6 +155,19 @@ def _tracking_id() -> str:
     return secrets.token_hex(16)
 
 
+def _json_request(
+    headers_for: Callable[[bytes], dict[str, str]],
+) -> Callable[[Any], tuple[bytes, dict[str, str]]]:
+    """How a provider that posts JSON makes a request of a value: the encoded body, and the
+    headers ``headers_for`` gives it (a signature, or the webhook's credentials)."""
+
+    def sign(value: Any) -> tuple[bytes, dict[str, str]]:
+        body = _encode(value)
+        return body, {"Content-Type": "application/json", **headers_for(body)}
+
+    return sign
+
+
 # --------------------------------------------------------------------------- providers
 
 
@@ -176,15 +189,11 @@ def sendgrid() -> Target:
 
         return fresh
 
-    def sign(value: Any) -> tuple[bytes, dict[str, str]]:
-        body = _encode(value)
-        return body, {"Content-Type": "application/json", **signer.sign(body)}
-
     return Target(
         "sendgrid",
         SendGridAdapter(webhook_keys=signer.public_key),
         [seed(items) for items in bodies],
-        sign,
+        _json_request(signer.sign),
     )
 
 
@@ -327,12 +336,9 @@ def postmark() -> Target:
 
         return fresh
 
-    def sign(value: Any) -> tuple[bytes, dict[str, str]]:
-        body = _encode(value)
-        return body, {"Content-Type": "application/json", **signer.sign(body)}
-
     adapter = PostmarkAdapter(webhook_secrets=signer.secret)
-    return Target("postmark", adapter, [seed(r) for r in _fixture_bodies("postmark")], sign)
+    seeds = [seed(r) for r in _fixture_bodies("postmark")]
+    return Target("postmark", adapter, seeds, _json_request(signer.sign))
 
 
 def brevo() -> Target:
@@ -351,12 +357,10 @@ def brevo() -> Target:
 
         return fresh
 
-    def sign(value: Any) -> tuple[bytes, dict[str, str]]:
-        body = _encode(value)
-        return body, {"Content-Type": "application/json", **signer.sign(body)}
-
     adapter = BrevoAdapter(webhook_secrets=signer.secret)
-    return Target("brevo", adapter, [seed(b) for b in _fixture_bodies("brevo")], sign)
+    return Target(
+        "brevo", adapter, [seed(b) for b in _fixture_bodies("brevo")], _json_request(signer.sign)
+    )
 
 
 def memory() -> Target:

@@ -110,6 +110,9 @@ def test_retention_drops_whole_partitions_and_keeps_state_and_suppressions(pg_ur
         assert tracker.suppression("ada@example.com") is not None  # kept
         [row] = tracker.history("ada@example.com").items  # the send's state is kept too
         assert (row.tracking_id, row.status) == (old, "bounced")
+        badge = tracker.badge(old)  # the badge outlives the events it was folded from
+        assert badge is not None and badge.status == "bounced"
+        assert tracker.timeline_page(old).total == 0
         assert tracker.retention(timedelta(days=90)).events == 0
     with Tracker.open(pg_url) as reopened:  # the store still works, and still dedupes
         assert reopened.ingest([event("delivered", "t9", event_id="fresh")]).new == 1

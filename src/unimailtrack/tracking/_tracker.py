@@ -434,8 +434,9 @@ class Tracker:
 
     def badge(self, tracking_id: str) -> Badge | None:
         """The badge of one (message, recipient) and its reason, read from its stored state
-        in one row whatever the number of its events: what ``state(tracking_id)`` folds to,
-        without reading the events (None when nothing is stored under ``tracking_id``)."""
+        in one row whatever the number of its events: what ``state(tracking_id)`` folds its
+        events to, without reading them, and still there once retention has dropped them
+        (None when nothing is stored under ``tracking_id``)."""
         return self._run(self._badge(tracking_id))
 
     async def abadge(self, tracking_id: str) -> Badge | None:

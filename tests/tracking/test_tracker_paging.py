@@ -30,7 +30,7 @@ from unimailtrack import DeliveryStatus, Email, EventType, RecipientResult, Send
 from unimailtrack.errors import InvalidQuery
 from unimailtrack.tracking import Badge, Page, StoreError, Tracker
 from unimailtrack.tracking._store import Query
-from unimailtrack.tracking._tracker import BULK_PAGE, TIMELINE_PAGE
+from unimailtrack.tracking._tracker import BULK_PAGE, TIMELINE_PAGE, TIMELINE_READ
 
 
 class Reads:
@@ -182,6 +182,14 @@ def test_iterating_a_timeline_reads_one_page_at_a_time_lazily(store: Store) -> N
         e.event_id for e in tracker.timeline("t1")
     ]
     assert reads.sizes == [50, 50, 30]
+
+
+def test_an_export_of_a_timeline_reads_larger_pages_than_a_screen_shows(store: Store) -> None:
+    tracker = store.open()
+    _opened_often(tracker, TIMELINE_READ + 5)
+    reads = Reads(tracker)
+    assert sum(1 for _ in tracker.iter_timeline("t1")) == TIMELINE_READ + 5
+    assert reads.sizes == [TIMELINE_READ, 5] and TIMELINE_READ > TIMELINE_PAGE
 
 
 def test_the_async_timeline_pages_and_iterates_the_same_way(store: Store) -> None:

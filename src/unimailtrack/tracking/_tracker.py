@@ -92,8 +92,11 @@ BULK_PAGE = 1000
 """Rows in a page of ``bulk_rows`` when no ``limit`` is given, and in each page that
 ``iter_bulk_rows`` fetches."""
 TIMELINE_PAGE = 100
-"""Events in a page of ``timeline_page`` when no ``limit`` is given, and in each page that
-``iter_timeline`` fetches."""
+"""Events in a page of ``timeline_page`` when no ``limit`` is given: a screen's worth."""
+TIMELINE_READ = 1000
+"""Events in each page that ``iter_timeline`` fetches when no ``page_size`` is given. Each
+page costs the database a look at every event of the send (it sorts them to find where the
+page starts), so an export reads fewer, larger pages: a few MiB of events at a time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,7 +476,7 @@ class Tracker:
         return await self._arun(self._timeline_page(tracking_id, cursor, limit))
 
     def iter_timeline(
-        self, tracking_id: str, *, page_size: int = TIMELINE_PAGE
+        self, tracking_id: str, *, page_size: int = TIMELINE_READ
     ) -> Iterator[EmailEvent]:
         """Every event of one send in ``timeline`` order, fetched ``page_size`` at a time by
         keyset cursor, each page in its own read: one page in memory, however many events."""
@@ -486,7 +489,7 @@ class Tracker:
                 return
 
     async def aiter_timeline(
-        self, tracking_id: str, *, page_size: int = TIMELINE_PAGE
+        self, tracking_id: str, *, page_size: int = TIMELINE_READ
     ) -> AsyncIterator[EmailEvent]:
         """The async twin of :meth:`iter_timeline`: ``async for event in ...``."""
         cursor: str | None = None

@@ -249,6 +249,7 @@ def test_a_cursor_after_the_longest_and_strangest_ids_stays_short(store: Store) 
         "WyJ0aW1lbGluZSIsMSwyXQ",  # ["timeline", 1, 2]: a position cut short
         "WyJ0aW1lbGluZSIsIjEiLDIsImUiXQ",  # ["timeline", "1", 2, "e"]: a time as text
         "WyJ0aW1lbGluZSIsMTAwMDAwMDAwMDAwMDAwMDAwMDAwLDIsImUiXQ",  # beyond 64 bits
+        "WyJ0aW1lbGluZSIsIDEsIDIsICJfdz09Il0",  # ["timeline", 1, 2, "_w=="]: an id not UTF-8
         "A" * 2000,
     ],
 )

@@ -21,7 +21,6 @@ when events were waiting, attaches them. Whichever commits second sees the first
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -1078,7 +1077,7 @@ def _id_token(event_id: str) -> str:
 def _id_from_token(token: str) -> str:
     try:
         return base64.urlsafe_b64decode(token.encode("ascii")).decode()
-    except (ValueError, UnicodeError, binascii.Error):
+    except ValueError:  # not ASCII, not base64, not UTF-8: each a ValueError
         raise InvalidQuery("cursor", "holds a position this listing cannot have") from None
 
 

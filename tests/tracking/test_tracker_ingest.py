@@ -394,6 +394,37 @@ def test_every_batch_size_stores_new_events_once_and_all_or_nothing(
     assert tracker.state("t0").status is DeliveryStatus.OPENED
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        pytest.param(lambda i: i % 3 == 0, id="every-third"),
+        pytest.param(lambda i: i >= 2_600, id="the-last-statements-all-stored"),
+        pytest.param(lambda i: i < 2_999, id="all-but-the-last"),
+        pytest.param(lambda i: i > 0, id="all-but-the-first"),
+    ],
+)
+def test_a_large_batch_says_exactly_which_events_were_new(
+    store: Store, stored: Callable[[int], bool]
+) -> None:
+    """A batch of 3,000 events goes to the database as several statements; whichever of them
+    insert nothing, some or all, the batch reports and folds exactly the events that were
+    not stored before, and no stored event a second time."""
+    tracker = store.open()
+    opened = [
+        event("opened", f"t{i:04d}", at=i, recipient=f"u{i}@example.com", event_id=f"e{i:04d}")
+        for i in range(3_000)
+    ]
+    before = [e for i, e in enumerate(opened) if stored(i)]
+    tracker.ingest(before)
+    result = tracker.ingest(reversed(opened))
+    fresh = {e.event_id for i, e in enumerate(opened) if not stored(i)}
+    assert (result.new, result.duplicates) == (len(fresh), len(before))
+    assert {c.event_id for c in result.changes} == fresh
+    assert tracker.count_events() == 3_000
+    for i in (0, 1, 1_499, 2_599, 2_600, 2_999):
+        assert tracker.state(f"t{i:04d}").opens == 1
+
+
 @pytest.mark.parametrize("size", [1, 9, 300])
 def test_every_batch_size_stores_new_events_once_on_the_async_path(store: Store, size: int) -> None:
     """The async path writes a few events and many as the sync path does (see above)."""

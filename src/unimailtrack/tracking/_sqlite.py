@@ -31,6 +31,7 @@ from unimailtrack.tracking._store import (
     ProgramFactory,
     Rows,
     Statement,
+    Step,
     Store,
     StoreContentError,
     StoreError,
@@ -77,26 +78,38 @@ class SQLiteDialect(Dialect):
         return [_NULL if value is None else value for value in chain.from_iterable(rows)]
 
     def run(self, step: Statement, execute: Callable[[str, Params], Rows]) -> Rows:
-        """``InsertNew`` and ``Upsert`` without ``RETURNING`` (see ``_store``)."""
+        """``Upsert`` without ``RETURNING`` (see ``_store``); ``InsertNew`` needs the cursor's
+        counts, so it goes to :meth:`insert_new` instead."""
         if isinstance(step, InsertNew):
-            return self._insert_new(step, execute)
+            raise TypeError("an InsertNew runs through SQLiteDialect.insert_new")
         if isinstance(step, Upsert):
             super().run(Write(step.head, step.rows, step.tail), execute)
             table, key = table_and_key(step.head)
             return self._lookup(table, key, step.columns, step.rows, execute)
         return super().run(step, execute)
 
-    def _insert_new(self, step: InsertNew, execute: Callable[[str, Params], Rows]) -> Rows:
-        """Insert, skipping the keys stored already, and count what went in: all of it, the
-        usual case, or else the rows past the last rowid from before (a rowid table gives a
-        new row the largest rowid plus one, and no one else writes meanwhile)."""
+    def insert_new(self, cursor: sqlite3.Cursor, step: InsertNew) -> Rows:
+        """Insert, skipping the keys stored already, and say what went in, with no statement
+        of its own in the usual case. The driver counts the rows each statement inserted
+        (``rowcount``: SQLite's ``changes()``, which skips the rows a conflict left out);
+        when all went in, that is all. Otherwise the new rows are the last ones inserted: a
+        rowid table gives each new row the largest rowid plus one, no one else writes
+        meanwhile, and ``lastrowid`` is the last of them."""
         table, key = table_and_key(step.head)
-        [(changes, last)] = execute(_BEFORE_SQL.format(table=table), ())
-        super().run(Write(step.head, step.rows, f"ON CONFLICT ({key}) DO NOTHING"), execute)
-        [(after,)] = execute("SELECT total_changes()", ())
-        if after - changes == len(step.rows):
+        inserted = 0
+        for sql, params in self.statements(
+            Write(step.head, step.rows, f"ON CONFLICT ({key}) DO NOTHING")
+        ):
+            cursor.execute(sql, params)
+            inserted += cursor.rowcount
+        if inserted == len(step.rows):
             return list(step.rows)
-        return execute(_INSERTED_SQL.format(table=table, key=key), (last,))
+        if not inserted:
+            return []
+        last = cursor.lastrowid
+        assert last is not None  # a row went in
+        cursor.execute(_INSERTED_SQL.format(table=table, key=key), (last - inserted,))
+        return cursor.fetchall()
 
     def _lookup(
         self,
@@ -117,6 +130,15 @@ class SQLiteDialect(Dialect):
             chunk += [chunk[-1]] * (size - len(chunk))
             found.extend(execute(_lookup_sql(table, key, columns, size), chunk))
         return found
+
+
+def _execute_step(
+    cursor: sqlite3.Cursor, dialect: SQLiteDialect, step: Step, emitted: list[StateChange]
+) -> Rows:
+    """``execute_step``, with an ``InsertNew`` counted at the cursor."""
+    if isinstance(step, InsertNew):
+        return dialect.insert_new(cursor, step)
+    return execute_step(cursor, dialect, step, emitted)
 
 
 _CONTENT_ERRORS = (
@@ -142,7 +164,6 @@ _NO_WAIT: AbstractContextManager[object] = nullcontext()
 """A reader's turn: SQLite's own snapshot isolation is all it waits for."""
 _NULL = float("nan")
 """Bound in place of None: SQLite turns a NaN into NULL as it binds it."""
-_BEFORE_SQL = "SELECT total_changes(), COALESCE(MAX(rowid), 0) FROM {table}"
 _INSERTED_SQL = "SELECT {key} FROM {table} WHERE rowid > ? ORDER BY rowid"
 _LOOKUP_CHUNK = 512
 
@@ -255,7 +276,7 @@ class SQLiteStore(Store):
             cursor = conn.cursor()
             try:
                 result = drive(
-                    program(), lambda step: execute_step(cursor, self.dialect, step, emitted)
+                    program(), lambda step: _execute_step(cursor, self.dialect, step, emitted)
                 )
             finally:
                 cursor.close()

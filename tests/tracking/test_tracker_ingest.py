@@ -425,6 +425,45 @@ def test_a_large_batch_says_exactly_which_events_were_new(
         assert tracker.state(f"t{i:04d}").opens == 1
 
 
+_REFUSE_THE_LAST = {
+    "sqlite": [
+        "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.event_id = 'e2999' "
+        "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    ],
+    "postgres": [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.event_id = 'e2999' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ],
+}
+
+
+def test_a_large_batch_refused_in_its_last_statement_keeps_nothing(store: Store) -> None:
+    """The database refuses the last event of a 3,000-event batch, after the statements
+    before it went in: none of the batch is kept, and once the database takes it, the same
+    batch is stored whole and counted new, the events stored before it as duplicates."""
+    tracker = store.open()
+    opened = [
+        event("opened", f"t{i:04d}", at=i, recipient=f"u{i}@example.com", event_id=f"e{i:04d}")
+        for i in range(3_000)
+    ]
+    tracker.ingest(opened[:10])
+    for sql in _REFUSE_THE_LAST[store.backend]:
+        _admin(store, sql)
+    with pytest.raises(StoreError):
+        tracker.ingest(opened)
+    assert tracker.count_events() == 10
+    assert tracker.state("t0100").status is DeliveryStatus.UNKNOWN
+    _admin(
+        store,
+        "DROP TRIGGER refuse ON events" if store.backend == "postgres" else "DROP TRIGGER refuse",
+    )
+    result = tracker.ingest(opened)
+    assert (result.new, result.duplicates, len(result.changes)) == (2_990, 10, 2_990)
+    assert tracker.count_events() == 3_000
+    assert tracker.state("t2999").opens == 1
+
+
 @pytest.mark.parametrize("size", [1, 9, 300])
 def test_every_batch_size_stores_new_events_once_on_the_async_path(store: Store, size: int) -> None:
     """The async path writes a few events and many as the sync path does (see above)."""

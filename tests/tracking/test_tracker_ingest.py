@@ -16,6 +16,7 @@ from tracking_support import T0, Store, event
 from unimailtrack import (
     DeliveryStatus,
     Email,
+    EmailEvent,
     EventType,
     RecipientResult,
     SendResult,
@@ -394,6 +395,14 @@ def test_every_batch_size_stores_new_events_once_and_all_or_nothing(
     assert tracker.state("t0").status is DeliveryStatus.OPENED
 
 
+def _opens(count: int) -> list[EmailEvent]:
+    """An open of each of ``count`` sends, event ids in the order of the sends."""
+    return [
+        event("opened", f"t{i:04d}", at=i, recipient=f"u{i}@example.com", event_id=f"e{i:04d}")
+        for i in range(count)
+    ]
+
+
 @pytest.mark.parametrize(
     "stored",
     [
@@ -410,10 +419,7 @@ def test_a_large_batch_says_exactly_which_events_were_new(
     insert nothing, some or all, the batch reports and folds exactly the events that were
     not stored before, and no stored event a second time."""
     tracker = store.open()
-    opened = [
-        event("opened", f"t{i:04d}", at=i, recipient=f"u{i}@example.com", event_id=f"e{i:04d}")
-        for i in range(3_000)
-    ]
+    opened = _opens(3_000)
     before = [e for i, e in enumerate(opened) if stored(i)]
     tracker.ingest(before)
     result = tracker.ingest(reversed(opened))
@@ -436,6 +442,8 @@ _REFUSE_THE_LAST = {
         "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse()",
     ],
 }
+"""A trigger that refuses the event ``e2999``, per backend."""
+_STOP_REFUSING = {"sqlite": "DROP TRIGGER refuse", "postgres": "DROP TRIGGER refuse ON events"}
 
 
 def test_a_large_batch_refused_in_its_last_statement_keeps_nothing(store: Store) -> None:
@@ -443,10 +451,7 @@ def test_a_large_batch_refused_in_its_last_statement_keeps_nothing(store: Store)
     before it went in: none of the batch is kept, and once the database takes it, the same
     batch is stored whole and counted new, the events stored before it as duplicates."""
     tracker = store.open()
-    opened = [
-        event("opened", f"t{i:04d}", at=i, recipient=f"u{i}@example.com", event_id=f"e{i:04d}")
-        for i in range(3_000)
-    ]
+    opened = _opens(3_000)
     tracker.ingest(opened[:10])
     for sql in _REFUSE_THE_LAST[store.backend]:
         _admin(store, sql)
@@ -454,10 +459,7 @@ def test_a_large_batch_refused_in_its_last_statement_keeps_nothing(store: Store)
         tracker.ingest(opened)
     assert tracker.count_events() == 10
     assert tracker.state("t0100").status is DeliveryStatus.UNKNOWN
-    _admin(
-        store,
-        "DROP TRIGGER refuse ON events" if store.backend == "postgres" else "DROP TRIGGER refuse",
-    )
+    _admin(store, _STOP_REFUSING[store.backend])
     result = tracker.ingest(opened)
     assert (result.new, result.duplicates, len(result.changes)) == (2_990, 10, 2_990)
     assert tracker.count_events() == 3_000
